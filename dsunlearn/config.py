@@ -73,6 +73,17 @@ class DataConfig:
     train_utility_sets: bool = _f(
         False, "fine-tuning also trains on real_authors + world_facts (the tiny model has no pretraining)"
     )
+    prompt_format: str = _f(
+        "auto",
+        "text around question and answer (docs/prompt_formats.md); auto = chat_template if the tokenizer has one,"
+        " else plain",
+        ("auto", "chat_template", "plain", "tofu_llama2", "tofu_phi"),
+    )
+    tofu_official: bool = _f(
+        False,
+        "reproduce the official TOFU code (tofu_* formats): its question-token mask ('Answer: ' in the loss),"
+        " generation prompt and per-batch 200-token generation cap",
+    )
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -118,10 +129,10 @@ class GeometryConfig:
 @dataclass
 class EvalConfig:
     every_steps: int = _f(0, "evaluate during unlearning every N steps (0 = only at the end)")
-    at_end: bool = _f(True, "evaluate the unlearned model when the run finishes (<output_dir>/eval/)")
+    at_end: bool = _f(True, "evaluate when the run finishes: unlearn -> <output_dir>/eval/, finetune -> <target>/eval/")
     max_items: int = _f(300, "items per eval split (TOFU: 300)")
-    max_length: int = _f(200, "generation: total length cap in tokens (TOFU: 200)")
-    max_new_tokens: int = _f(64, "generation: new tokens cap")
+    max_length: int = _f(200, "generation: prompt + generation cap in tokens, per item (TOFU: 200, per batch)")
+    max_new_tokens: int | None = _f(None, "generation: extra cap on new tokens (null = none, as TOFU)")
     batch_size: int = _f(30, "eval batch per rank (TOFU: 30)")
     retain_log: str | None = _f(None, "TOFU-format eval log of the retain model, for forget quality")
 
@@ -201,7 +212,11 @@ def validate(cfg: RunConfig) -> RunConfig:
     _require(cfg.geometry.geffect_every >= 0, "geometry.geffect_every", cfg.geometry.geffect_every, "must be >= 0")
     _require(d.max_length >= 8, "data.max_length", d.max_length, "must be >= 8 tokens")
     for key in ("max_items", "max_length", "max_new_tokens", "batch_size"):
-        _require(getattr(cfg.eval, key) >= 1, f"eval.{key}", getattr(cfg.eval, key), "must be >= 1")
+        if getattr(cfg.eval, key) is not None:
+            _require(getattr(cfg.eval, key) >= 1, f"eval.{key}", getattr(cfg.eval, key), "must be >= 1")
+    if d.tofu_official and d.prompt_format not in ("tofu_llama2", "tofu_phi"):
+        raise ConfigError(f"data.tofu_official=true needs data.prompt_format tofu_phi or tofu_llama2 (got "
+                          f"{d.prompt_format}); set one of them or data.tofu_official=false")  # fmt: skip
     _require(cfg.eval.every_steps >= 0, "eval.every_steps", cfg.eval.every_steps, "must be >= 0")
     _require(cfg.run.save_every >= 0, "run.save_every", cfg.run.save_every, "must be >= 0")
     bad = [t for t in cfg.run.finetune_targets if t not in ("full", "retain")]

@@ -80,7 +80,8 @@ def run_demo(out: Path, overwrite: bool = False, quick: bool = False) -> dict:
     n_phases = 4 + len(runs)
     _say(f"[1/{n_phases}] fine-tuning the target (full) and retain tiny models on {world} process(es)")
     t0 = time.time()
-    ft_cfg = load_config("tiny_finetune", [f"run.output_dir={out / 'finetune'}", "engine.grad_accum_steps=0"] + ow
+    ft_cfg = load_config("tiny_finetune", [f"run.output_dir={out / 'finetune'}", "engine.grad_accum_steps=0",
+                         "eval.at_end=false"] + ow  # evaluated below, once
                          + (["engine.max_steps=6"] if quick else []))  # fmt: skip
     run_finetune(ft_cfg)
     ft_wall = time.time() - t0

@@ -6,7 +6,10 @@ With `model.name_or_path: tiny` the base is built here: tokenizer trained on the
 from `model.tiny`, saved to `<output_dir>/base/` so every later step loads it like any HF model.
 
 Outputs: `<output_dir>/{base,full,retain}/model/` (safetensors + tokenizer), `events.jsonl`, `finetune.json`
-(answer probability on forget and retain before/after, wall time per model).
+(answer probability on forget and retain before/after, wall time per model) and, with `eval.at_end`, each
+model's TOFU evaluation in `<output_dir>/<target>/eval/` as `dsunlearn eval` writes it (the full model's forget
+quality against the retain model trained here, else against `eval.retain_log`), so `dsunlearn unlearn` can use
+`<output_dir>/retain/eval/eval_log_aggregated.json` as its `eval.retain_log` without a separate evaluation.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dsunlearn.data.tofu import EVAL_SPLITS, finetune_items, load_split
 from dsunlearn.engine.ds_setup import accumulation, build_ds_config, create_engine, resolve_batch, zero3_init_context
 from dsunlearn.engine.hf_save import save_hf_model
 from dsunlearn.eval.nll import answer_nll, mean_answer_probability
+from dsunlearn.eval.runner import check_inputs, evaluate, write_eval
 from dsunlearn.fsutil import atomic_replace_dir, atomic_write_json
 from dsunlearn.models.load import check_vocab, load_causal_lm, load_tokenizer
 from dsunlearn.objectives.logprobs import token_logprobs
@@ -95,7 +99,7 @@ def prepare_base(cfg: RunConfig, out: Path, tokenizer) -> str:
 def _probe_sets(cfg: RunConfig, tokenizer) -> dict:
     d = cfg.data
     return {
-        role: encode_items(tokenizer, load_split(d, split), d.max_length, d.truncation, split=split)
+        role: encode_items(tokenizer, load_split(d, split), d, split=split)
         for role, split in (("forget", d.forget_split), ("retain", d.retain_split))
     }
 
@@ -150,8 +154,20 @@ def train_one(cfg: RunConfig, base: str, tokenizer, enc: list, out_model: Path, 
         dt = time.perf_counter() - t0
         events.log("finetune_step", model=tag, step=step + 1, loss=loss, lr=lr, tokens_per_s=n_tokens / dt)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.1e}")
-    save_hf_model(engine.module, out_model, tokenizer=tokenizer, zero3=engine.zero_optimization_stage() == 3)
-    return before, _probabilities(engine.module, probes, cfg, pad)
+    zero3 = engine.zero_optimization_stage() == 3
+    save_hf_model(engine.module, out_model, tokenizer=tokenizer, zero3=zero3)
+    after = _probabilities(engine.module, probes, cfg, pad)
+    log = evaluate(engine.module, tokenizer, cfg.data, cfg.eval, zero3=zero3) if cfg.eval.at_end else None
+    return before, after, log
+
+
+def _write_evals(cfg: RunConfig, out: Path, logs: dict, summary: dict) -> None:
+    """Each evaluated model's log + summary into `<out>/<target>/eval/`; retain first, its log then gives the
+    full model's forget quality (else `eval.retain_log`; the retain model alone has none)."""
+    retain = logs.get("retain", cfg.eval.retain_log)
+    for target in sorted(logs, key=lambda t: t != "retain"):
+        result = write_eval(out / target, logs[target], retain if target == "full" else cfg.eval.retain_log)
+        summary["models"][target]["eval"] = result
 
 
 def run_finetune(cfg: RunConfig, resume: bool = False) -> dict:
@@ -162,21 +178,23 @@ def run_finetune(cfg: RunConfig, resume: bool = False) -> dict:
     tokenizer = base_tokenizer(cfg)
     _check_base_vocab(cfg, tokenizer)
     probes = _probe_sets(cfg, tokenizer)
-    encoded = {
-        t: encode_items(tokenizer, finetune_items(d, t), d.max_length, d.truncation, split=t)
-        for t in cfg.run.finetune_targets
-    }
+    if cfg.eval.at_end:
+        check_inputs(tokenizer, cfg.data, cfg.eval)
+    encoded = {t: encode_items(tokenizer, finetune_items(d, t), d, split=t) for t in cfg.run.finetune_targets}
     out = prepare_output_dir(cfg, "finetune", resume=resume)
     events = EventLog(out / "events.jsonl", cfg, job="finetune")
     base = prepare_base(cfg, out, tokenizer)
     summary: dict = {"base": base, "world_size": dist.world_size(), "models": {}}
+    logs: dict = {}  # target -> TOFU log, written once all targets are trained (see _write_evals)
     for target in cfg.run.finetune_targets:
         t0 = time.time()
         model_dir = out / target / "model"
         if model_dir.exists() and resume:
             summary["models"][target] = {"path": str(model_dir), "skipped": "already trained (resume)"}
             continue
-        before, after = train_one(cfg, base, tokenizer, encoded[target], model_dir, events, target, probes)
+        before, after, log = train_one(cfg, base, tokenizer, encoded[target], model_dir, events, target, probes)
+        if log is not None:
+            logs[target] = log
         row = {
             "path": str(model_dir),
             "train_items": len(encoded[target]),
@@ -187,6 +205,7 @@ def run_finetune(cfg: RunConfig, resume: bool = False) -> dict:
         summary["models"][target] = row
         events.log("finetune_done", model=target, **{f"prob_{k}_{r}": v for k, d in (("before", before),
                    ("after", after)) for r, v in d.items()}, wall_seconds=row["wall_seconds"])  # fmt: skip
+    _write_evals(cfg, out, logs, summary)
     if dist.is_main():
         atomic_write_json(out / "finetune.json", summary)
     events.close()

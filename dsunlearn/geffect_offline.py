@@ -88,7 +88,7 @@ def probe_set(cfg, tokenizer, n: int) -> tuple[list[Encoded], list[Encoded]]:
     out = []
     for split in (d.forget_split, d.retain_split):
         items = load_split(d, split)[:n]
-        out.append(encode_items(tokenizer, items, d.max_length, d.truncation, split=split))
+        out.append(encode_items(tokenizer, items, d, split=split))
     return out[0], out[1]
 
 

@@ -33,6 +33,7 @@ from dsunlearn.errors import DivergedError, RunError
 from dsunlearn.fsutil import atomic_replace_dir
 from dsunlearn.geometry.geffect import g_effect
 from dsunlearn.geometry.gru import GRU
+from dsunlearn.manifest import write_manifest
 from dsunlearn.models.load import load_causal_lm, load_tokenizer, local_model_dir
 from dsunlearn.objectives import get_objective, get_regularizer
 from dsunlearn.rundir import check_output_dir, prepare_output_dir
@@ -62,9 +63,9 @@ class UnlearnRun:
         self.reg, self.reg_params = retain_regularizer(cfg)
         self.tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.trust_remote_code)
         self.pad = pad_id_of(self.tokenizer)
-        self.forget = encode_items(self.tokenizer, load_split(d, d.forget_split), d.max_length, d.truncation,
+        self.forget = encode_items(self.tokenizer, load_split(d, d.forget_split), d,
                                    split=d.forget_split)  # fmt: skip
-        self.retain = encode_items(self.tokenizer, load_split(d, d.retain_split), d.max_length, d.truncation,
+        self.retain = encode_items(self.tokenizer, load_split(d, d.retain_split), d,
                                    split=d.retain_split)  # fmt: skip
         micro, self.accum, gb = resolve_batch(cfg.engine, self.world)
         self.fs = BatchStream(len(self.forget), gb, micro, self.world, seed=cfg.run.seed)
@@ -100,7 +101,7 @@ class UnlearnRun:
             items = load_split(d, split)[: self.cfg.eval.max_items]
             for field in ("answer", "paraphrased_answer", "perturbed_answer"):
                 if all(field in it for it in items):
-                    encode_items(self.tokenizer, items, d.max_length, d.truncation, field=field, split=split)
+                    encode_items(self.tokenizer, items, d, field=field, split=split)
 
     def _micro(self, encoded, stream: BatchStream, step: int, with_ref: bool) -> list[MicroBatch]:
         out = []
@@ -188,6 +189,7 @@ def _save_final_delta(run: UnlearnRun, out) -> None:
     dist.barrier()
     save_delta_shard(run.ue.engine, run.ue.named, run.orig, tmp, run.original_hash)
     dist.barrier()
+    write_manifest(tmp)  # checksums, verified by every reader (extrapolate, geffect)
     if dist.is_main():
         shutil.rmtree(final, ignore_errors=True)
         atomic_replace_dir(tmp, final)

@@ -1,9 +1,8 @@
 """Question/answer -> token ids with answer-only labels; padding into batches.
 
-Labels are -100 on the prompt and on padding, so every loss and metric sees answer tokens (and the final EOS)
-only. The prompt uses the tokenizer's chat template when it has one (one user turn, generation prompt on),
-else the plain TOFU-style "Question: ...\\nAnswer: " form. Prompt and answer are tokenized separately and
-concatenated, so the answer's tokens are the same whatever the question (the boundary never merges).
+Each item is ``prompt + answer`` in the run's prompt format (``data/prompt_format.py``), tokenized once, plus
+one EOS. Labels are -100 on the prompt's tokens and on padding, so every loss and metric sees answer tokens
+(and the final EOS) only; under ``data.tofu_official`` the masked part is TOFU's question-token count instead.
 """
 
 from __future__ import annotations
@@ -13,45 +12,37 @@ from dataclasses import dataclass
 
 import torch
 
+from dsunlearn.data import prompt_format as pf
 from dsunlearn.errors import DataError
 
 IGNORE = -100
-PLAIN_TEMPLATE = "Question: {question}\nAnswer: "
 
 
-def format_prompt(tokenizer, question: str) -> str:
-    """The text the model sees before the answer."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
-        )
-    return PLAIN_TEMPLATE.format(question=question)
-
-
-def prompt_ids(tokenizer, question: str) -> list[int]:
-    """Token ids of the prompt.
-
-    A chat template writes its own special tokens (BOS included), so its text is tokenized without adding
-    any; the plain template is tokenized the way the tokenizer does by default (Llama adds <s>, GPT-2 nothing).
-    """
-    chat = bool(getattr(tokenizer, "chat_template", None))
-    return tokenizer(format_prompt(tokenizer, question), add_special_tokens=not chat)["input_ids"]
+def format_prompt(tokenizer, question: str, fmt: pf.PromptFormat | None = None, where: str = "") -> str:
+    """The text the model sees before the answer (`fmt` None: ``auto`` for this tokenizer)."""
+    return pf.prompt_text(tokenizer, fmt or pf.resolve(tokenizer), question, where)
 
 
 @dataclass
 class Encoded:
     input_ids: list[int]
     labels: list[int]  # IGNORE on the prompt
+    n_prompt: int = 0  # leading tokens entirely inside the prompt text: the generation prompt
 
 
-def encode_qa(tokenizer, question: str, answer: str, max_length: int, truncation: str = "refuse", where: str = ""):
-    """[prompt ids | answer ids + EOS] with labels on the answer part only.
+def encode_qa(tokenizer, question: str, answer: str, max_length: int, truncation: str = "refuse", where: str = "",
+              fmt: pf.PromptFormat | None = None) -> Encoded:  # fmt: skip
+    """[prompt ids | answer ids + EOS] of ``prompt + answer`` tokenized once; labels on the answer part only.
 
-    Too long: `truncation="refuse"` raises DataError (what, where, how to fix); "truncate" cuts the answer's
-    tail with a warning (the prompt is kept whole: a cut prompt would change the question).
+    `fmt` None: ``auto`` for this tokenizer. Too long: `truncation="refuse"` raises DataError (what, where, how
+    to fix); "truncate" cuts the answer's tail with a warning (the prompt is kept whole: a cut prompt would
+    change the question).
     """
-    p = prompt_ids(tokenizer, question)
-    a = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    fmt = fmt or pf.resolve(tokenizer)
+    prompt = pf.prompt_text(tokenizer, fmt, question, where)
+    ids, n_prompt = pf.tokenize_joint(tokenizer, fmt, prompt, answer)
+    n_masked = min(pf.question_token_count(tokenizer, fmt, question), len(ids)) if fmt.official else n_prompt
+    p, a = ids[:n_masked], ids[n_masked:]
     if tokenizer.eos_token_id is not None:
         a = a + [tokenizer.eos_token_id]
     if len(p) + len(a) > max_length:
@@ -73,19 +64,23 @@ def encode_qa(tokenizer, question: str, answer: str, max_length: int, truncation
             stacklevel=2,
         )
         a = a[: max_length - len(p)]
-    return Encoded(p + a, [IGNORE] * len(p) + a)
+    return Encoded(p + a, [IGNORE] * len(p) + a, n_prompt)
 
 
-def encode_items(tokenizer, items: list[dict], max_length: int, truncation: str, field: str = "answer", split=""):
-    """Encode every item's (question, item[field]); `field` may name a list (e.g. perturbed_answer) -> list."""
+def encode_items(tokenizer, items: list[dict], data, field: str = "answer", split: str = "") -> list:
+    """Encode every item's (question, item[field]) in the run's format, with `data` (a DataConfig)'s
+    ``prompt_format``, ``tofu_official``, ``max_length`` and ``truncation``; `field` may name a list (e.g.
+    perturbed_answer) -> a list per item."""
+    fmt = pf.from_config(tokenizer, data)
     out = []
     for i, item in enumerate(items):
         value = item[field]
         where = f"split '{split}' item {i}"
-        if isinstance(value, list):
-            out.append([encode_qa(tokenizer, item["question"], v, max_length, truncation, where) for v in value])
-        else:
-            out.append(encode_qa(tokenizer, item["question"], value, max_length, truncation, where))
+
+        def enc(answer: str, where=where, question=item["question"]):
+            return encode_qa(tokenizer, question, answer, data.max_length, data.truncation, where, fmt)
+
+        out.append([enc(v) for v in value] if isinstance(value, list) else enc(value))
     return out
 
 

@@ -8,10 +8,13 @@ keeps ranks that finished early stepping until every rank is done. (transformers
 `synced_gpus` on by itself when an ``HfDeepSpeedConfig`` is alive, which is not the case for an engine
 built around an already-loaded model, so it is passed explicitly.)
 
-Length caps, per item: at most ``max_new_tokens`` new tokens and at most ``max_length`` tokens in total
-(prompt + generation; TOFU: 200). TOFU applies the total cap to the left-padded batch length, which makes an
-item's cap depend on its batch mates; here each item's cap uses its own prompt length, so the result does
-not depend on the batching. The batch runs to the largest cap and each row is cut to its own.
+Length caps. Default, per item: at most ``max_length`` tokens in total (prompt + generation; TOFU: 200) and, if
+set, at most ``max_new_tokens`` new tokens. TOFU applies its total cap to the left-padded batch (``generate(
+max_length=200)``), so an item may generate ``max_length - T_batch`` tokens, T_batch = the longest prompt of
+its batch: fewer than here whenever a batch mate's prompt is longer, and dependent on the batching. The
+per-item cap does not depend on the batching. ``batch_cap=True`` (``data.tofu_official``) applies TOFU's
+per-batch cap instead; batches are the global ``items[j*bs:(j+1)*bs]`` as TOFU's sequential loader forms them,
+so it too gives the same text on 1 and N ranks. The batch runs to the largest cap, each row is cut to its own.
 """
 
 from __future__ import annotations
@@ -23,9 +26,18 @@ from dsunlearn.data.sharding import gather_items, round_robin_rounds
 from dsunlearn.eval.nll import is_partitioned
 
 
-def new_token_caps(prompt_lens: list[int], max_new_tokens: int, max_length: int) -> list[int]:
-    """Per item: how many tokens it may generate, ``min(max_new_tokens, max_length - prompt_len)`` (>= 0)."""
-    return [max(0, min(max_new_tokens, max_length - n)) for n in prompt_lens]
+def new_token_caps(prompt_lens: list[int], max_new_tokens: int | None, max_length: int) -> list[int]:
+    """Per item: how many tokens it may generate, ``min(max_new_tokens, max_length - prompt_len)`` (>= 0);
+    `max_new_tokens` None: ``max_length - prompt_len``."""
+    extra = max_length if max_new_tokens is None else max_new_tokens
+    return [max(0, min(extra, max_length - n)) for n in prompt_lens]
+
+
+def batch_caps(prompt_lens: list[int], idx: list[int], max_new_tokens: int | None, max_length: int) -> list[int]:
+    """TOFU's per-batch cap for the batch `idx`: every row may reach ``max_length`` tokens of the left-padded
+    batch, i.e. ``max_length - max_{i in idx} prompt_len_i`` new tokens (and `max_new_tokens`, if set)."""
+    longest = max(prompt_lens[i] for i in idx)
+    return new_token_caps([longest] * len(idx), max_new_tokens, max_length)
 
 
 def _cut(tokens: list[int], cap: int, eos_id: int | None) -> list[int]:
@@ -63,23 +75,27 @@ def greedy_generate(
     tokenizer,
     prompts: list[list[int]],
     batch_size: int,
-    max_new_tokens: int,
+    max_new_tokens: int | None,
     max_length: int,
     *,
     zero3: bool = False,
+    batch_cap: bool = False,
+    strip: bool = True,
 ) -> list[str]:
     """Greedy generations of `prompts` (token ids, N of them), in item order, on every rank.
 
-    Stops at EOS or the per-item cap (see the module docstring); decodes only the new tokens, special tokens
-    skipped, whitespace stripped. `module` is an HF causal LM or a DeepSpeed engine's `.module`; all ranks
-    must call this. `zero3` (also detected from partitioned parameters) turns on the lockstep mode.
+    Stops at EOS or the cap (per item, or per batch with `batch_cap`; see the module docstring); decodes only
+    the new tokens, special tokens skipped, whitespace stripped unless `strip=False` (TOFU does not strip).
+    `module` is an HF causal LM or a DeepSpeed engine's `.module`; all ranks must call this.
+    `zero3` (also detected from partitioned parameters) turns on the lockstep mode.
     """
     from dsunlearn import dist
 
     world = dist.world_size()
     zero3 = zero3 or is_partitioned(module)
     synced = zero3 and world > 1
-    caps = new_token_caps([len(p) for p in prompts], max_new_tokens, max_length)
+    lens = [len(p) for p in prompts]
+    caps = dict(enumerate(new_token_caps(lens, max_new_tokens, max_length)))
     pad = pad_id_of(tokenizer)
     was_training = module.training
     module.eval()
@@ -90,6 +106,8 @@ def greedy_generate(
         if not real and not synced:
             continue  # without ZeRO-3 a rank with no work needs no dummy forward
         idx = idx if real else [0]
+        if batch_cap:
+            caps.update(zip(idx, batch_caps(lens, idx, max_new_tokens, max_length), strict=True))
         enc = [Encoded(prompts[i], [IGNORE] * len(prompts[i])) for i in idx]
         batch = {k: v.to(device) for k, v in pad_batch(enc, pad, side="left").items()}
         # At least one step: HF rejects max_new_tokens=0, and a zero-cap item is cut to "" below anyway.
@@ -97,6 +115,7 @@ def greedy_generate(
         if real:
             for row, i in enumerate(idx):
                 ids = _cut(new[row].tolist(), caps[i], tokenizer.eos_token_id)
-                mine[i] = tokenizer.decode(ids, skip_special_tokens=True).strip()
+                text = tokenizer.decode(ids, skip_special_tokens=True)
+                mine[i] = text.strip() if strip else text
     module.train(was_training)
     return gather_items(mine, len(prompts))

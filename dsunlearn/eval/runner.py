@@ -9,6 +9,10 @@ Per set (forget ``<forget_split>_perturbed``, ``retain_perturbed``, ``real_autho
 - NLL of each perturbed answer -> ``perturb_loss``, ``num_token_perturb``, ``average_perturb_loss`` [K],
 - greedy generation -> ``generated_text`` [prompt, generation, answer], ``rouge1_recall``, ``rougeL_recall``.
 
+Every sequence is encoded in the run's prompt format (``data.prompt_format``, ``data/prompt_format.py``), as
+training encodes it; the generation prompt is the ground-truth item's prompt tokens (under
+``data.tofu_official``: TOFU's decoded-and-split prompt, its reference answer and its per-batch length cap).
+
 Losses are per-token means over the answer's label tokens (answer + EOS), computed by ``eval.nll`` on all
 sequences of a set at once (ground truth, base, perturbed: one flat list, so few batches and few ZeRO-3
 dummy rounds). Everything is sharded over all ranks and gathered in item order: results do not depend on the
@@ -24,7 +28,8 @@ from typing import Any
 
 from dsunlearn import dist
 from dsunlearn.config import DataConfig, EvalConfig
-from dsunlearn.data.collate import encode_qa, format_prompt, pad_id_of, prompt_ids
+from dsunlearn.data import prompt_format as pf
+from dsunlearn.data.collate import encode_qa, pad_id_of
 from dsunlearn.data.tofu import eval_split_name, load_split
 from dsunlearn.eval import metrics, tofu_log
 from dsunlearn.eval.generate import greedy_generate
@@ -33,12 +38,13 @@ from dsunlearn.eval.nll import answer_nll_sums, is_partitioned
 EVAL_DIR = "eval"
 SUMMARY_FILE = "summary.json"
 
-# Evaluation role (data.tofu.EVAL_SPLITS) -> TOFU log key, in the order TOFU's published logs list them.
+# Evaluation role (data.tofu.EVAL_SPLITS) -> TOFU log key, in the order TOFU's published logs list them
+# (its eval_everything.yaml: retain, real authors, world facts, forget; = tofu_log.SPLITS).
 ROLE_TO_LOG: dict[str, str] = {
     "retain": tofu_log.RETAIN,
-    "forget": tofu_log.FORGET,
     "real_authors": tofu_log.REAL_AUTHORS,
     "world_facts": tofu_log.WORLD_FACTS,
+    "forget": tofu_log.FORGET,
 }
 
 
@@ -59,9 +65,11 @@ def split_records(module, tokenizer, items: list[dict], data_cfg: DataConfig, ev
     (skipped where the base is the answer itself: same text, same numbers), sum_i K_i perturbed answers.
     """
 
+    fmt = pf.from_config(tokenizer, data_cfg)
+
     def enc(question: str, answer: str, what: str):
         where = f"split '{split}' {what}"
-        return encode_qa(tokenizer, question, answer, data_cfg.max_length, data_cfg.truncation, where)
+        return encode_qa(tokenizer, question, answer, data_cfg.max_length, data_cfg.truncation, where, fmt)
 
     seqs, slots = [], []  # slots[i] = (gt position, base position, [perturbed positions]) in `seqs`
     for i, it in enumerate(items):
@@ -78,20 +86,22 @@ def split_records(module, tokenizer, items: list[dict], data_cfg: DataConfig, ev
         slots.append((gt, base, pert))
     sums, counts = answer_nll_sums(module, seqs, eval_cfg.batch_size, pad_id_of(tokenizer))
 
-    prompts = [prompt_ids(tokenizer, it["question"]) for it in items]
-    gens = greedy_generate(
-        module, tokenizer, prompts, eval_cfg.batch_size, eval_cfg.max_new_tokens, eval_cfg.max_length, zero3=zero3
-    )
+    # [(prompt ids, prompt text, reference answer)] from each ground-truth sequence
+    gp = [pf.generation_prompt(tokenizer, fmt, it["question"], seqs[gt].input_ids, seqs[gt].n_prompt, it["answer"])
+          for it, (gt, _, _) in zip(items, slots, strict=True)]  # fmt: skip
+    e, official = eval_cfg, fmt.official
+    gens = greedy_generate(module, tokenizer, [g[0] for g in gp], e.batch_size, e.max_new_tokens, e.max_length,
+                           zero3=zero3, batch_cap=official, strip=not official)  # fmt: skip
     records = []
-    for i, (it, (gt, base, pert), gen) in enumerate(zip(items, slots, gens, strict=True)):
-        r1, rl = metrics.rouge_recalls(gen, it["answer"])
+    for i, ((gt, base, pert), gen, (_, prompt, reference)) in enumerate(zip(slots, gens, gp, strict=True)):
+        r1, rl = metrics.rouge_recalls(gen, reference)
         records.append(
             {
                 "index": i,
                 "avg_gt_loss": _avg(sums[gt], counts[gt]),
                 "gt_loss": sums[gt],
                 "num_token_gt": counts[gt],
-                "generated_text": [format_prompt(tokenizer, it["question"]), gen, it["answer"]],
+                "generated_text": [prompt, gen, reference],
                 "rouge1_recall": r1,
                 "rougeL_recall": rl,
                 "average_perturb_loss": [_avg(sums[j], counts[j]) for j in pert],
@@ -103,6 +113,18 @@ def split_records(module, tokenizer, items: list[dict], data_cfg: DataConfig, ev
             }
         )
     return records
+
+
+def check_inputs(tokenizer, data_cfg: DataConfig, eval_cfg: EvalConfig) -> None:
+    """Load and encode the four evaluation sets without a model: a missing split, an over-long item or a
+    template that fails is found before any training (DataError / ModelError, one line)."""
+    fmt = pf.from_config(tokenizer, data_cfg)
+    for role in ROLE_TO_LOG:
+        split = eval_split_name(role, data_cfg.forget_split)
+        for i, it in enumerate(load_split(data_cfg, split)[: eval_cfg.max_items]):
+            for answer in (it["answer"], base_answer(it), *it["perturbed_answer"]):
+                where = f"split '{split}' item {i}"
+                encode_qa(tokenizer, it["question"], answer, data_cfg.max_length, data_cfg.truncation, where, fmt)
 
 
 def evaluate(module, tokenizer, data_cfg: DataConfig, eval_cfg: EvalConfig, *, zero3: bool = False) -> dict:

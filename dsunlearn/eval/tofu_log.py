@@ -1,9 +1,9 @@
 """The TOFU eval-log format (as written by ``evaluate_util.py`` of locuslab/tofu): build, save, load, check.
 
-A log is one JSON object with one entry per split (TOFU's file names are the keys)::
+A log is one JSON object with one entry per split (TOFU's file names are the keys, in its order)::
 
-    {"eval_log.json": {...}, "eval_log_forget.json": {...},
-     "eval_real_author_wo_options.json": {...}, "eval_real_world_wo_options.json": {...}}
+    {"eval_log.json": {...}, "eval_real_author_wo_options.json": {...},
+     "eval_real_world_wo_options.json": {...}, "eval_log_forget.json": {...}}
 
 Each split maps a metric name to ``{item index as a string: value}``. Per item (the official key order):
 
@@ -45,7 +45,8 @@ RETAIN = "eval_log.json"
 FORGET = "eval_log_forget.json"
 REAL_AUTHORS = "eval_real_author_wo_options.json"
 WORLD_FACTS = "eval_real_world_wo_options.json"
-SPLITS: tuple[str, ...] = (RETAIN, FORGET, REAL_AUTHORS, WORLD_FACTS)
+# The order of TOFU's published eval_log_aggregated.json (eval_everything.yaml's eval_task list).
+SPLITS: tuple[str, ...] = (RETAIN, REAL_AUTHORS, WORLD_FACTS, FORGET)
 AGGREGATED_FILE = "eval_log_aggregated.json"  # TOFU writes the merged log under this name
 
 REQUIRED_KEYS: tuple[str, ...] = ("avg_gt_loss", "average_perturb_loss", "avg_paraphrased_loss", "rougeL_recall")
@@ -129,7 +130,9 @@ def save_log(path: str | os.PathLike[str], log: Mapping[str, Any]) -> Path:
     """Write ``log`` as JSON atomically: temp file in the same directory, flush, fsync, ``os.replace``.
 
     A reader (or a crash) never sees a half-written log. Parent directories are created. Returns the path.
+    The four splits come first, in TOFU's order (``SPLITS``); any other keys follow as given.
     """
+    log = {**{k: log[k] for k in SPLITS if k in log}, **{k: v for k, v in log.items() if k not in SPLITS}}
     # indent=4 like TOFU's published logs
     return atomic_write_text(path, json.dumps(log, indent=4, default=_json_default) + "\n")
 

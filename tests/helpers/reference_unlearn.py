@@ -163,8 +163,8 @@ def reference_unlearn(cfg, steps: int, world: int, geffect: bool = False) -> Ref
 
     tok = AutoTokenizer.from_pretrained(cfg.model.name_or_path)
     pad = pad_id_of(tok)
-    forget = encode_items(tok, load_split(d, d.forget_split), d.max_length, d.truncation)
-    retain = encode_items(tok, load_split(d, d.retain_split), d.max_length, d.truncation)
+    forget = encode_items(tok, load_split(d, d.forget_split), d)
+    retain = encode_items(tok, load_split(d, d.retain_split), d)
     micro = e.micro_batch_size
     gb = e.global_batch_size or micro * world * e.grad_accum_steps
     fs = BatchStream(len(forget), gb, micro, world, seed=cfg.run.seed)

@@ -42,7 +42,9 @@ def briefly_trained_model(tokenizer, data_cfg, steps: int = 40):
 
     m = build_tiny_model(TinyModelConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64),
                          tokenizer, seed=0)  # fmt: skip
-    enc = encode_items(tokenizer, load_split(data_cfg, "full"), 64, "refuse")
+    import dataclasses
+
+    enc = encode_items(tokenizer, load_split(data_cfg, "full"), dataclasses.replace(data_cfg, max_length=64))
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(0)
     for _ in range(steps):

@@ -153,12 +153,12 @@ def long_question_lengths(model: Path) -> tuple[dict, int]:
     """(an item whose question is long, its prompt length in tokens) with the tiny model's tokenizer."""
     from transformers import AutoTokenizer
 
-    from dsunlearn.data.collate import prompt_ids
+    from dsunlearn.data.collate import encode_qa
 
     item = {"question": "Which of the many long and winding books " * 2 + "did author one write?",
             "answer": "Author one wrote a long book about rivers, mountains, cities and the sea."}  # fmt: skip
     tok = AutoTokenizer.from_pretrained(model)
-    return item, len(prompt_ids(tok, item["question"]))
+    return item, encode_qa(tok, item["question"], item["answer"], 10**6).n_prompt
 
 
 def fake_run_dir(path: Path, cfg_overrides: list[str], command: str = "unlearn") -> Path:

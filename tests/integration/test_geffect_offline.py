@@ -105,7 +105,7 @@ def float64_reference(model_dir: Path, run_dir: Path, n: int, k: int) -> dict:
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float64).eval()
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     d = cfg.data
-    enc = {s: encode_items(tok, load_split(d, s)[:n], d.max_length, d.truncation)
+    enc = {s: encode_items(tok, load_split(d, s)[:n], d)
            for s in (d.forget_split, d.retain_split)}  # fmt: skip
 
     def logp(items):

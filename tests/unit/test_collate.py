@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dsunlearn.data.collate import IGNORE, encode_qa, format_prompt, pad_batch, prompt_ids
+from dsunlearn.data.collate import IGNORE, encode_qa, format_prompt, pad_batch
 from dsunlearn.errors import DataError
 
 
@@ -12,7 +12,8 @@ def test_chat_template_and_labels_cover_answer_plus_eos(tiny_tokenizer):
     text = format_prompt(tok, "Where was Ann born?")
     assert text == "<|bos|><|user|>Where was Ann born?<|assistant|>"
     enc = encode_qa(tok, "Where was Ann born?", "In Paris.", max_length=64)
-    p = prompt_ids(tok, "Where was Ann born?")
+    p = tok(text, add_special_tokens=False)["input_ids"]  # the template writes BOS itself
+    assert enc.n_prompt == len(p)
     assert enc.input_ids[: len(p)] == p and p[0] == tok.bos_token_id and p.count(tok.bos_token_id) == 1
     answer = [t for t in enc.labels if t != IGNORE]
     assert answer == enc.input_ids[len(p) :]
@@ -33,7 +34,15 @@ def test_plain_template_without_chat_template(tiny_tokenizer):
     tok = copy.deepcopy(tiny_tokenizer)
     tok.chat_template = None
     assert format_prompt(tok, "Why?") == "Question: Why?\nAnswer: "
-    assert prompt_ids(tok, "Why?") == tok("Question: Why?\nAnswer: ")["input_ids"]
+    # Tokenized once: the prompt's trailing space goes with the answer's first word, not a lone 'Ġ' token.
+    enc = encode_qa(tok, "Why?", "Because.", 64)
+    assert enc.input_ids[:-1] == tok("Question: Why?\nAnswer: Because.")["input_ids"]
+    assert tok.decode(enc.input_ids[: enc.n_prompt]) == "Question: Why?\nAnswer:"
+    assert tok.decode(enc.input_ids[enc.n_prompt : -1]) == " Because."
+    assert (
+        enc.labels[: enc.n_prompt] == [IGNORE] * enc.n_prompt
+        and enc.labels[enc.n_prompt :] == enc.input_ids[enc.n_prompt :]
+    )
 
 
 def test_too_long_refuses_or_truncates(tiny_tokenizer):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dsunlearn.config import DataConfig, EvalConfig, SyntheticConfig
-from dsunlearn.data.collate import encode_qa, format_prompt, prompt_ids
+from dsunlearn.data.collate import encode_qa, format_prompt
 from dsunlearn.data.tofu import eval_split_name, load_split
 from dsunlearn.errors import DataError
 from dsunlearn.eval import metrics, tofu_log
@@ -56,9 +56,15 @@ def _nll64(model, tok, question, answer):
     return -lp.sum().item(), int(keep.sum())
 
 
-def _greedy_one(model, tok, question, cap):
+def _prompt(tok, it):
+    """The generation prompt: the ground-truth item's prompt tokens."""
+    e = encode_qa(tok, it["question"], it["answer"], 64)
+    return e.input_ids[: e.n_prompt]
+
+
+def _greedy_one(model, tok, it, cap):
     """Greedy decoding of one unpadded prompt with full forwards (no cache, no `generate`)."""
-    ids = prompt_ids(tok, question)
+    ids = _prompt(tok, it)
     out = []
     with torch.no_grad():
         for _ in range(cap):
@@ -112,7 +118,7 @@ def test_generations_equal_one_item_at_a_time(log, model, tiny_tokenizer):
     gens, n_eos = [], 0
     for role, key in ROLE_TO_LOG.items():
         for i, it in enumerate(_items(role)):
-            want = _greedy_one(model, tiny_tokenizer, it["question"], EVAL.max_new_tokens)
+            want = _greedy_one(model, tiny_tokenizer, it, EVAL.max_new_tokens)
             got = log[key]["generated_text"][str(i)][1]
             assert got == want, (key, i)
             gens.append(got)
@@ -127,14 +133,14 @@ def test_generations_equal_one_item_at_a_time(log, model, tiny_tokenizer):
 def test_total_length_cap(model, tiny_tokenizer):
     assert new_token_caps([5, 10, 30], 8, 12) == [7, 2, 0]
     items = _items("world_facts")[:4]
-    lens = [len(prompt_ids(tiny_tokenizer, it["question"])) for it in items]
+    lens = [len(_prompt(tiny_tokenizer, it)) for it in items]
     cfg = EvalConfig(max_items=4, batch_size=3, max_new_tokens=8, max_length=min(lens) + 2)
     from dsunlearn.eval.generate import greedy_generate
 
-    gens = greedy_generate(model, tiny_tokenizer, [prompt_ids(tiny_tokenizer, it["question"]) for it in items],
+    gens = greedy_generate(model, tiny_tokenizer, [_prompt(tiny_tokenizer, it) for it in items],
                            cfg.batch_size, cfg.max_new_tokens, cfg.max_length)  # fmt: skip
     for it, n, got in zip(items, lens, gens, strict=True):
-        assert got == _greedy_one(model, tiny_tokenizer, it["question"], max(0, cfg.max_length - n))
+        assert got == _greedy_one(model, tiny_tokenizer, it, max(0, cfg.max_length - n))
 
 
 def test_training_mode_is_restored(model, tiny_tokenizer):
