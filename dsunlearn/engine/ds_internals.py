@@ -20,7 +20,8 @@ each rank, so every rank must hold the same, complete written gradient.
 Not supported (refused or unverified): fp16 (its buffers hold loss-scaled gradients: refused, use bf16);
 ZeRO-3 hpZ / MiCS partition groups (fragments assume the partition rank is the data-parallel rank);
 pipeline / tensor parallelism. `engine.coalesce_grad_reduction()` raises at stage 0 and with BF16_Optimizer
-(DeepSpeed 0.19), so gradient accumulation over several micro-batches needs ZeRO-1/2/3 without it.
+(DeepSpeed 0.19): there, several micro-batches are accumulated under `engine.no_sync()` instead
+(`ds_setup.accumulation`).
 
 Observed without a reset between two backwards (the second read then holds the sum of both): stage 0,
 ZeRO-3, BF16_Optimizer, ZeRO-1/2 with fp32 accumulation of bf16 grads or with offload. ZeRO-1/2 with fp32

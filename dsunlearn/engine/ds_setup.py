@@ -7,6 +7,16 @@ This and the other `engine/` modules are the only places that call DeepSpeed. De
   over ranks, so the result is exactly the mean over the global batch whatever the world size.
 - `gradient_clipping` is always written (DeepSpeed 0.19 clips at 1.0 when it is absent).
 - The optimizer is a client `torch.optim` one: DeepSpeed's own would JIT-compile FusedAdam on CPU.
+
+bf16 is the same update at every stage up to bf16 rounding, not bit for bit (measured on 2 ranks: stages differ
+by at most the bf16-vs-float64 error of any one of them, about 0.7% of the update). Where rounding differs:
+- the fast path's micro-gradients (forget and retain in one block) are summed in bf16 `p.grad` at stage 0
+  (`no_sync`) and ZeRO-2 (the coalesced block leaves them on the parameters; bitwise equal to stage 0), in
+  fp32 at ZeRO-1 (`BF16_Optimizer` adds each into its fp32 buffer);
+- gradients are reduced in bf16 (DeepSpeed's default `communication_data_type` under bf16): all-reduce at
+  stage 0 / ZeRO-1, reduce into partitions at ZeRO-2, reduce-scatter at ZeRO-3 (another summation order);
+- a gradient written back (GRU) is kept in fp32 at ZeRO-1/2/3 and rounded to bf16 at stage 0 (`p.grad`).
+Bitwise equal (measured): stage 0 == ZeRO-2 without geometry; ZeRO-1 == ZeRO-2 with GRU.
 """
 
 from __future__ import annotations
@@ -80,6 +90,8 @@ def build_ds_config(e: EngineConfig, world: int) -> dict:
     ds.pop("fp16", None)
     if e.precision == "bf16" and zero.get("stage", 0) > 0:
         # fp32 gradient accumulation: the shards read for GRU / G-effect are fp32 and writes are kept.
+        # (Stage 0 cannot have it: DeepSpeed 0.19 raises. What then differs between stages is in the
+        # module docstring; tests/distributed/test_bf16_stages.py measures it.)
         ds.setdefault("data_types", {})["grad_accum_dtype"] = "fp32"
     if zero.get("offload_optimizer"):
         ds["zero_force_ds_cpu_optimizer"] = False  # keep the client torch optimizer
@@ -152,18 +164,22 @@ def zero3_init_context(ds_config: dict):
 def accumulation(engine, n_micro: int):
     """Contexts for the n micro-backwards of ONE loss such that the gradient is reduced once, at the end.
 
-    ZeRO-1/2/3: one `coalesce_grad_reduction` block around all of them (reading shards after a non-boundary
-    backward raises at ZeRO-1/2 and gives partial sums at ZeRO-3). ZeRO-0: `no_sync` for all but the last
-    (coalescing is not implemented there). Usage: `with accumulation(engine, n) as micro: for k ...: with
-    micro(k): engine.backward(loss_k)`.
+    ZeRO-1/2/3 (`DeepSpeedZeroOptimizer(_Stage3)`): one `coalesce_grad_reduction` block around all of them
+    (reading shards after a non-boundary backward raises at ZeRO-1/2 and gives partial sums at ZeRO-3).
+    ZeRO-0 and `BF16_Optimizer` (ZeRO-1 + bf16 + fp32 accumulation), where 0.19 does not implement coalescing:
+    `no_sync` for all but the last. BF16_Optimizer then adds each micro-batch's bf16 gradient into its fp32
+    gradient buffer (`backward_epilogue`, every backward; `backward_prologue` clears the bf16 one) and the
+    last backward all-reduces that buffer once: the fp32 sum of the micro-gradients, reduced once.
+    Usage: `with accumulation(engine, n) as micro: for k ...: with micro(k): engine.backward(loss_k)`.
     """
+    from deepspeed.runtime.bf16_optimizer import BF16_Optimizer
 
     @contextlib.contextmanager
     def outer():
         stage = engine.zero_optimization_stage()
         if n_micro == 1:
             yield lambda k: contextlib.nullcontext()
-        elif stage == 0:
+        elif stage == 0 or isinstance(engine.optimizer, BF16_Optimizer):
             yield lambda k: engine.no_sync() if k < n_micro - 1 else contextlib.nullcontext()
         else:
             with engine.coalesce_grad_reduction():
