@@ -27,7 +27,7 @@ def format_prompt(tokenizer, question: str, fmt: pf.PromptFormat | None = None, 
 class Encoded:
     input_ids: list[int]
     labels: list[int]  # IGNORE on the prompt
-    n_prompt: int = 0  # leading tokens entirely inside the prompt text: the generation prompt
+    n_prompt: int = 0  # the generation prompt: the first n_prompt tokens (-1: the prompt tokenized alone)
 
 
 def encode_qa(tokenizer, question: str, answer: str, max_length: int, truncation: str = "refuse", where: str = "",
@@ -40,7 +40,7 @@ def encode_qa(tokenizer, question: str, answer: str, max_length: int, truncation
     """
     fmt = fmt or pf.resolve(tokenizer)
     prompt = pf.prompt_text(tokenizer, fmt, question, where)
-    ids, n_prompt = pf.tokenize_joint(tokenizer, fmt, prompt, answer)
+    ids, n_prompt, clean = pf.tokenize_joint(tokenizer, fmt, prompt, answer)
     n_masked = min(pf.question_token_count(tokenizer, fmt, question), len(ids)) if fmt.official else n_prompt
     p, a = ids[:n_masked], ids[n_masked:]
     if tokenizer.eos_token_id is not None:
@@ -64,7 +64,7 @@ def encode_qa(tokenizer, question: str, answer: str, max_length: int, truncation
             stacklevel=2,
         )
         a = a[: max_length - len(p)]
-    return Encoded(p + a, [IGNORE] * len(p) + a, n_prompt)
+    return Encoded(p + a, [IGNORE] * len(p) + a, n_prompt if clean else -1)
 
 
 def encode_items(tokenizer, items: list[dict], data, field: str = "answer", split: str = "") -> list:

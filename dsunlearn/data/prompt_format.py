@@ -13,8 +13,11 @@ unlearning and evaluation all encode through it (``collate.encode_qa``), so they
 The text ``P + answer`` is tokenized ONCE (as TOFU and open-unlearning do); tokenizing P and the answer apart
 would split a token that spans the boundary (``": " + "Limo"`` is ``':' 'ĠLimo'`` jointly, ``':' 'Ġ' 'Limo'``
 apart), a boundary the model never saw. Prompt tokens = the tokens that lie entirely inside P (character
-offsets); a token that straddles the boundary (e.g. the answer's first word with P's trailing space) belongs to
-the answer. The generation prompt is that same token prefix, so generation starts exactly where training does.
+offsets); a token that straddles the boundary belongs to the answer when P's share of it is whitespace (the
+answer's first word with P's trailing space, SentencePiece's ``▁``: the common case), else to the prompt (e.g.
+``"[/INST]" + "Limo"`` merged into one token: masked, as TOFU's count masks it). The generation prompt is that
+same token prefix, so generation starts exactly where training does; only after a non-whitespace straddle (the
+prefix would hold the answer's first characters) it is P tokenized alone.
 
 ``tofu_official`` (tofu_phi / tofu_llama2 only) reproduces the official TOFU code instead: the question part is
 ``len(tokenize(start + q + end, add_special_tokens=True))`` tokens, so the answer tag "Answer: " is in the loss;
@@ -102,8 +105,11 @@ def question_token_count(tokenizer, fmt: PromptFormat, question: str) -> int:
     return len(tokenizer.tokenize(start + question + end, add_special_tokens=True))
 
 
-def tokenize_joint(tokenizer, fmt: PromptFormat, prompt: str, answer: str) -> tuple[list[int], int]:
-    """(ids of ``prompt + answer`` tokenized once, number of leading tokens entirely inside `prompt`).
+def tokenize_joint(tokenizer, fmt: PromptFormat, prompt: str, answer: str) -> tuple[list[int], int, bool]:
+    """(ids of ``prompt + answer`` tokenized once, number of prompt tokens, whether the prefix is clean).
+
+    Prompt tokens: those entirely inside `prompt`, plus a boundary token whose prompt part is not whitespace
+    (then the prefix is not clean: it holds answer characters; see the module docstring).
 
     Special tokens: a chat template writes its own (BOS included), so none are added; the other formats get
     the tokenizer's default (Llama: BOS; GPT-2 style: none), as TOFU tokenizes. Tokenizers without offsets
@@ -118,11 +124,13 @@ def tokenize_joint(tokenizer, fmt: PromptFormat, prompt: str, answer: str) -> tu
         n = 0
         while n < min(len(ids), len(alone)) and ids[n] == alone[n]:
             n += 1
-        return list(ids), n
+        return list(ids), n, True
     ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
     # First token reaching past the prompt; added special tokens (offsets (0, 0)) before it count as prompt.
     n = next((i for i, (_, stop) in enumerate(offsets) if stop > len(prompt)), len(ids))
-    return ids, n
+    if n < len(ids) and text[offsets[n][0] : len(prompt)].strip():
+        return ids, n + 1, False
+    return ids, n, True
 
 
 def official_generation_prompt(tokenizer, fmt: PromptFormat, item_ids: list[int]) -> tuple[str, str]:
@@ -146,6 +154,9 @@ def generation_prompt(tokenizer, fmt: PromptFormat, question: str, item_ids: lis
     answer. ``official``: TOFU's decoded-and-split prompt, re-tokenized with special tokens, and its reference.
     """
     if not fmt.official:
-        return item_ids[:n_prompt], prompt_text(tokenizer, fmt, question), answer
+        text = prompt_text(tokenizer, fmt, question)
+        if n_prompt < 0:  # the joint prefix is not clean (tokenize_joint): the prompt tokenized alone
+            return list(tokenizer(text, add_special_tokens=not fmt.uses_template)["input_ids"]), text, answer
+        return item_ids[:n_prompt], text, answer
     text, reference = official_generation_prompt(tokenizer, fmt, item_ids)
     return list(tokenizer(text, add_special_tokens=True)["input_ids"]), text, reference
