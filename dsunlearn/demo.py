@@ -18,6 +18,9 @@ from pathlib import Path
 from dsunlearn import dist
 from dsunlearn.errors import RunError
 from dsunlearn.fsutil import atomic_write_json, atomic_write_text
+from dsunlearn.path_guard import check_writable
+from dsunlearn.rundir import claim, foreign_entry, read_marker, record_files, release_output_dir
+from dsunlearn.runlock import LOCK_FILE
 
 RUNS = [("ga", False), ("ga", True), ("graddiff", False), ("graddiff", True), ("npo", False), ("npo", True),
         ("wga", False), ("wga", True), ("tnpo", False), ("tnpo", True)]  # fmt: skip
@@ -63,18 +66,54 @@ QUICK = ["data.synthetic.n_authors=12", "data.synthetic.n_world_facts=8", "data.
 
 
 def run_demo(out: Path, overwrite: bool = False, quick: bool = False) -> dict:
+
+    dist.init_distributed()
+    world = dist.world_size()
+    _claim_demo_dir(out, overwrite)
+    try:
+        return _run_demo(out, quick, world)
+    finally:
+        release_output_dir(out)
+
+
+def _claim_demo_dir(out: Path, overwrite: bool) -> None:
+    """The demo directory is a run of kind `demo` (rundir.py): refused if it holds anything dsunlearn did not
+    write (a user's own report.md included), locked for the demo's life, its old contents removed on
+    --overwrite only after that check."""
+    msg = None
+    if dist.is_main():
+        try:
+            check_writable(out, "--output-dir")
+            marker = read_marker(out) if out.is_dir() else None
+            if out.exists() and not out.is_dir():
+                msg = f"--output-dir '{out}' is a file; choose a directory"
+            elif out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
+                if marker is None or marker["kind"] != "demo":
+                    msg = (f"'{out}' exists and is not a dsunlearn demo; dsunlearn never deletes it, even with "
+                           "--overwrite: choose another --output-dir")  # fmt: skip
+                elif not overwrite:
+                    msg = f"'{out}' holds a demo; pass --overwrite to replace it, or choose --output-dir"
+                elif (foreign := foreign_entry(out, "demo")) is not None:
+                    msg = (f"refusing --overwrite of '{out}': '{foreign}' is not something dsunlearn wrote there; "
+                           "move it out, or choose another --output-dir")  # fmt: skip
+            if msg is None:
+                claim(out, "demo", None, overwrite=overwrite, resume=False)
+        except RunError as e:
+            msg = str(e)
+    msg = dist.broadcast_object(msg)
+    if msg:
+        raise RunError(msg)
+    dist.barrier()
+
+
+def _run_demo(out: Path, quick: bool, world: int) -> dict:
     from dsunlearn.config_io import load_config
     from dsunlearn.finetune import run_finetune
     from dsunlearn.report import plot_fq_vs_mu, plot_geffect_online, plot_loss_curves, results_table
     from dsunlearn.uipe_sweep import sweep
     from dsunlearn.unlearn import run_unlearn
 
-    dist.init_distributed()
-    world = dist.world_size()
-    busy = dist.is_main() and out.exists() and any(out.iterdir()) and not overwrite
-    if dist.broadcast_object(busy):
-        raise RunError(f"'{out}' exists; pass --overwrite to replace the demo there, or choose --output-dir")
-    ow = (["run.overwrite=true"] if overwrite else []) + (QUICK if quick else [])
+    ow = QUICK if quick else []  # the old demo (nested runs included) was cleared by _claim_demo_dir
     runs = RUNS[4:8] if quick else RUNS
     t_all = time.time()
     n_phases = 4 + len(runs)
@@ -128,6 +167,7 @@ def run_demo(out: Path, overwrite: bool = False, quick: bool = False) -> dict:
         plot_geffect_online(events["npo_gru"], plots / "geffect_npo_gru.png", "NPO + GRU: online G-effect")
         atomic_write_json(out / "summary.json", rows)
         _write_report(out, rows, uipe, geffect, wall, world, results_table)
+        record_files(out, ["summary.json", "report.md"])
     dist.barrier()
     return {"rows": rows, "wall_seconds": round(wall, 1), "uipe": uipe}
 

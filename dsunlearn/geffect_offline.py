@@ -54,6 +54,8 @@ def find_states(run_dir: Path) -> list[tuple[int, Path | None]]:
     states: dict[int, Path] = {}
     root = run_dir / "checkpoints"
     for d in sorted(root.glob("step*")) if root.is_dir() else []:
+        if d.is_symlink() or (d / "delta").is_symlink():  # a run's own checkpoints are never links out of it
+            continue
         if d.name[4:].isdigit() and tag_of(int(d.name[4:])) == d.name and (d / "delta").is_dir():
             states[int(d.name[4:])] = d / "delta"
     if (run_dir / "delta").is_dir():
@@ -194,19 +196,23 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
     Collective under a launcher (every rank calls it). Returns the record written to `output`
     (default `<run>/geffect/geffect.json`).
     """
-    from dsunlearn.config_io import load_config
     from dsunlearn.engine.delta import model_hash, read_delta_meta
     from dsunlearn.geometry.uipe import extrapolate
     from dsunlearn.models.load import load_tokenizer, local_model_dir
     from dsunlearn.objectives import get_objective
+    from dsunlearn.path_guard import check_outputs, check_writable
+    from dsunlearn.rundir import run_config
 
     run_dir = Path(run_dir)
     if probe_size < 1 or per_instance < 0:
         raise RunError(f"--probe-size must be >= 1 and --per-instance >= 0 (got {probe_size}, {per_instance})")
     states = find_states(run_dir)
     dist.init_distributed()
-    cfg = load_config(str(run_dir / "config.yaml"))
+    cfg = run_config(run_dir)
     orig_dir = Path(original) if original else local_model_dir(cfg.model.name_or_path)
+    out = Path(output) if output else run_dir / "geffect" / "geffect.json"
+    check_writable(out.parent, "--output")
+    check_outputs({"--output": out}, {"--original": orig_dir, "the run's delta shards": states[1][1]})
     want = read_delta_meta(states[1][1])[0]["original_hash"]
     got = dist.broadcast_object(model_hash(orig_dir) if dist.is_main() else None)
     if got != want:
@@ -222,7 +228,6 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
     forget, retain = probe_set(cfg, tokenizer, probe_size)
     if per_instance > len(forget):
         raise RunError(f"--per-instance {per_instance} exceeds the probe's {len(forget)} forget items")
-    out = Path(output) if output else run_dir / "geffect" / "geffect.json"
     tmp_root = None
     if dist.is_main():
         out.parent.mkdir(parents=True, exist_ok=True)

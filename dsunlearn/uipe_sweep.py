@@ -52,13 +52,13 @@ def _table(rows: list[dict], selected: float) -> str:
 
 def sweep(run_dir: Path, original: Path, delta: Path, alphas: list[float], retain_log: str, rho: float = 0.9) -> dict:
     """Evaluate theta(alpha) for each alpha (0 added), select one, write sweep.{json,md,png}. Returns the result."""
-    from dsunlearn.config_io import load_config
     from dsunlearn.eval.runner import evaluate_saved, write_eval
     from dsunlearn.geometry.uipe import extrapolate
     from dsunlearn.plots import plot_uipe_curve
+    from dsunlearn.rundir import run_config
 
     alphas = sorted(set([0.0] + list(alphas)))
-    cfg = load_config(str(run_dir / "config.yaml"))
+    cfg = run_config(run_dir)
     dist.init_distributed()
     rows = []
     for a in alphas:
@@ -90,9 +90,9 @@ def sweep(run_dir: Path, original: Path, delta: Path, alphas: list[float], retai
 
 def run_sweep(args, run_dir: Path, original: Path, delta: Path) -> int:
     """The CLI's `--sweep`: parse, check the retain log, sweep, print the table and the choice."""
-    from dsunlearn.config_io import load_config
+    from dsunlearn.rundir import run_config
 
-    retain_log = args.retain_log or load_config(str(run_dir / "config.yaml")).eval.retain_log
+    retain_log = args.retain_log or run_config(run_dir).eval.retain_log
     if not retain_log:
         raise RunError("the sweep selects alpha by forget quality: pass --retain-log (the retain model's TOFU log)")
     result = sweep(run_dir, original, delta, parse_alphas(args.sweep), retain_log, args.rho)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-
-import yaml
 
 from dsunlearn.errors import RunError
 
@@ -26,28 +25,49 @@ def add_arguments(p) -> None:
 
 
 def _run_info(run_dir: Path, original: str | None, checkpoint: str | None) -> tuple[Path, Path]:
-    if not (run_dir / "config.yaml").is_file():
-        raise RunError(f"'{run_dir}' is not a dsunlearn run directory (no config.yaml)")
-    delta = run_dir / "checkpoints" / checkpoint / "delta" if checkpoint else run_dir / "delta"
-    if not delta.is_dir():
+    from dsunlearn.engine.checkpoint import checkpoint_dir
+    from dsunlearn.rundir import run_config
+
+    cfg = run_config(run_dir)  # also refuses a missing/damaged config.yaml in one line
+    if checkpoint:
+        delta = checkpoint_dir(run_dir, checkpoint, "--checkpoint") / "delta"
+    else:
+        delta = run_dir / "delta"
+    if not delta.is_dir() or delta.is_symlink():
         raise RunError(f"'{run_dir}' has no delta shards at '{delta}': it is not a finished dsunlearn unlearn run")
     if original is None:
         from dsunlearn.models.load import local_model_dir
 
-        original = str(local_model_dir(yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["name_or_path"]))
+        original = str(local_model_dir(cfg.model.name_or_path))
     return Path(original), delta
+
+
+def _check_rho(rho: float) -> None:
+    if not (math.isfinite(rho) and 0.0 <= rho <= 1.0):
+        raise RunError(
+            f"--rho {rho} is out of range: it is the share of the unlearned model's utility an alpha must keep, "
+            "a number in [0, 1] (e.g. --rho 0.9)"
+        )
 
 
 def run(args) -> int:
     from dsunlearn.geometry.uipe import extrapolate
+    from dsunlearn.path_guard import check_outputs, check_writable
 
     run_dir = Path(args.run)
+    if args.sweep is not None:
+        _check_rho(args.rho)
     original, delta = _run_info(run_dir, args.original, args.checkpoint)
+    inputs = {"--original": original, "the run's delta shards": delta}
     if args.sweep is not None:
         from dsunlearn.uipe_sweep import run_sweep
 
+        check_writable(run_dir / "uipe", "the sweep's output (<run>/uipe)")
+        check_outputs({"the sweep's output (<run>/uipe)": run_dir / "uipe"}, inputs)
         return run_sweep(args, run_dir, original, delta)
     out = Path(args.output_dir) if args.output_dir else run_dir / "uipe" / f"alpha_{args.alpha:g}"
+    check_writable(out, "--output-dir")
+    check_outputs({"--output-dir": out}, inputs)
     extrapolate(original, delta, args.alpha, out)
     print(f"theta_o + (1 + {args.alpha:g}) * delta -> {out}")
     return 0

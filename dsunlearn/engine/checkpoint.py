@@ -1,17 +1,26 @@
-"""Resumable checkpoints of an unlearning run, written so that a crash never costs the last good one.
+"""Resumable checkpoints of an unlearning run, written so that a crash never costs the last good one, and read
+so that a run directory from someone else can never run code or silently load damaged state.
 
 Layout: `<out>/checkpoints/step000012/` = DeepSpeed's own state (module, per-rank optimizer shards, scheduler),
-`extra_rank{r}.pt` (step, torch RNG, GRU's EMA shard of that rank) and `delta/rank{r}.safetensors` (UIPE
-deltas); `<out>/checkpoints/LATEST` names the newest complete one.
+`extra_rank{r}.safetensors` (torch RNG state and GRU's EMA shard of that rank as tensors; step, world size
+and GRU's c as JSON metadata), `delta/rank{r}.safetensors` (UIPE deltas) and `MANIFEST.json` (size and
+sha256 of every file, `dsunlearn/manifest.py`); `<out>/checkpoints/LATEST` names the newest complete one.
 
-Atomicity: everything is written under `checkpoints/.staging/<tag>`, then rank 0 renames the directory into
-place (atomic) and rewrites LATEST (atomic). A crash during a save leaves the previous checkpoint and LATEST
-untouched; the staging leftovers are cleared by the next save.
+Atomicity: everything is written under `checkpoints/.staging/<tag>`, hashed into the manifest, then rank 0
+renames the directory into place (atomic) and rewrites LATEST (atomic). A crash during a save leaves the
+previous checkpoint and LATEST untouched; the staging leftovers are cleared by the next save.
+
+Reading (untrusted input): LATEST must name a tag of this run's own form (`step` + 6 or more digits) that is a
+directory directly inside `checkpoints/` (no absolute paths, `..` or symlinks out); every file is checked
+against the manifest before use; DeepSpeed's pickled state is read with `torch.load(weights_only=True)` only
+(`engine/safe_checkpoint.py`); dsunlearn's own state is safetensors + JSON.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -20,9 +29,12 @@ import torch
 from dsunlearn import dist
 from dsunlearn.engine.delta import save_delta_shard
 from dsunlearn.errors import RunError
-from dsunlearn.fsutil import atomic_replace_dir, atomic_write_text
+from dsunlearn.fsutil import atomic_replace_dir, atomic_write_bytes, atomic_write_text
+from dsunlearn.manifest import verify_manifest, write_manifest
 
 LATEST = "LATEST"
+TAG_RE = re.compile(r"step\d{6,12}")
+EXTRA_KEY = "dsunlearn_resume"
 
 
 def tag_of(step: int) -> str:
@@ -38,6 +50,39 @@ def _maybe_fault(where: str, step: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def extra_name(rank: int) -> str:
+    return f"extra_rank{rank}.safetensors"
+
+
+def _save_extra(run, path: Path, step: int) -> None:
+    """This rank's resume state: tensors in safetensors, the rest as JSON metadata (no pickle)."""
+    from safetensors.torch import save
+
+    tensors = {"rng": torch.get_rng_state()}
+    gru = run.gru.state_dict() if run.gru else None
+    if gru is not None and gru["ema"] is not None:
+        tensors["gru_ema"] = gru["ema"].contiguous()
+    meta = {"step": step, "world_size": dist.world_size(), "gru_c": None if gru is None else gru["c"]}
+    atomic_write_bytes(path, save(tensors, metadata={EXTRA_KEY: json.dumps(meta)}))
+
+
+def _load_extra(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {})[EXTRA_KEY])
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        if not (isinstance(meta.get("step"), int) and isinstance(meta.get("world_size"), int) and "rng" in tensors):
+            raise ValueError("incomplete resume state")
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError, AttributeError) as e:
+        raise RunError(
+            f"cannot read '{path}' ({type(e).__name__}): it is not a dsunlearn resume state or it is damaged; "
+            "resume from another checkpoint or start the run again"
+        ) from None
+    return meta, tensors
+
+
 def save_checkpoint(run, out: Path, step: int, keep: int = 2) -> Path:
     """Collective: every rank writes its parts; rank 0 publishes. `step` = optimizer steps done."""
     root = out / "checkpoints"
@@ -49,17 +94,12 @@ def save_checkpoint(run, out: Path, step: int, keep: int = 2) -> Path:
     dist.barrier()
     engine = run.ue.engine
     engine.save_checkpoint(str(staging), tag=tag, client_state={"dsunlearn_step": step}, save_latest=False)
-    extra = {
-        "step": step,
-        "world_size": dist.world_size(),
-        "rng": torch.get_rng_state(),
-        "gru": run.gru.state_dict() if run.gru else None,
-    }
-    torch.save(extra, staging / tag / f"extra_rank{dist.rank()}.pt")
+    _save_extra(run, staging / tag / extra_name(dist.rank()), step)
     (staging / tag / "delta").mkdir(parents=True, exist_ok=True)
     save_delta_shard(engine, run.ue.named, run.orig, staging / tag / "delta", run.original_hash)
     _maybe_fault("save", step)
     dist.barrier()
+    write_manifest(staging / tag)
     if dist.is_main():
         final = root / tag
         if final.exists():
@@ -67,39 +107,82 @@ def save_checkpoint(run, out: Path, step: int, keep: int = 2) -> Path:
         atomic_replace_dir(staging / tag, final)
         atomic_write_text(root / LATEST, tag + "\n")
         shutil.rmtree(staging, ignore_errors=True)
-        done = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step"))
+        done = sorted(p for p in root.iterdir() if p.is_dir() and TAG_RE.fullmatch(p.name))
         for old in done[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     dist.barrier()
     return root / tag
 
 
+def checkpoint_dir(out: Path, tag: str, where: str) -> Path:
+    """`<out>/checkpoints/<tag>` if `tag` is one of this run's tags and resolves inside checkpoints/; else
+    RunError naming `where` the tag came from."""
+    root = (out / "checkpoints").resolve()
+    shown = tag[:40] + ("..." if len(tag) > 40 else "")
+    if not TAG_RE.fullmatch(tag):
+        raise RunError(
+            f"{where} names checkpoint {shown!r}, which is not a dsunlearn checkpoint tag (step + digits, e.g. "
+            f"step000012); dsunlearn only loads its own checkpoints inside '{root}': fix or delete {where}"
+        )
+    path = root / tag
+    if path.is_symlink() or not path.resolve().is_relative_to(root) or not path.is_dir():
+        raise RunError(f"{where} names checkpoint '{tag}', which is not a directory inside '{root}'; fix {where}")
+    return path
+
+
 def latest_tag(out: Path) -> str | None:
+    """The tag in checkpoints/LATEST (validated), or None when there is no LATEST."""
     f = out / "checkpoints" / LATEST
-    return f.read_text().strip() if f.is_file() else None
+    if not f.is_file():
+        return None
+    try:
+        tag = f.read_bytes()[:64].decode("ascii").strip()
+    except UnicodeDecodeError:
+        tag = "<not text>"
+    checkpoint_dir(out, tag, f"'{f}'")
+    return tag
+
+
+def saved_tags(out: Path) -> list[str]:
+    root = out / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if TAG_RE.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
 
 
 def load_checkpoint(run, out: Path) -> int:
     """Restore the newest complete checkpoint into `run`; returns the number of steps already done."""
+    from dsunlearn.engine.safe_checkpoint import install_safe_loader, precheck_checkpoint
+
     tag = latest_tag(out)
     if tag is None:
         raise RunError(f"cannot --resume: '{out}' has no complete checkpoint (checkpoints/{LATEST} missing)")
     root = out / "checkpoints"
-    extra_file = root / tag / f"extra_rank{dist.rank()}.pt"
-    if not extra_file.is_file():
-        raise RunError(f"cannot --resume: '{extra_file}' is missing: resume with the world size the run used")
-    extra = torch.load(extra_file, weights_only=True)
-    if extra["world_size"] != dist.world_size():
-        raise RunError(
-            f"cannot --resume '{out}' on {dist.world_size()} processes: it was checkpointed on {extra['world_size']} "
-            "(optimizer and GRU state are sharded per rank); relaunch with the same number of processes"
-        )
+    verify_manifest(root / tag)
+    extra_file = root / tag / extra_name(dist.rank())
+    meta, tensors, problem = {}, {}, None
+    try:  # every rank its own file: agree on the outcome, or one rank would wait in a collective for ever
+        if not extra_file.is_file():
+            raise RunError(f"cannot --resume: '{extra_file}' is missing: resume with the world size the run used")
+        meta, tensors = _load_extra(extra_file)
+        if meta["world_size"] != dist.world_size():
+            raise RunError(
+                f"cannot --resume '{out}' on {dist.world_size()} processes: it was checkpointed on "
+                f"{meta['world_size']} (optimizer and GRU state are sharded per rank); relaunch with that many"
+            )
+    except RunError as e:
+        problem = str(e)
+    problem = next((m for m in dist.all_gather_object(problem) if m), None)
+    if problem:
+        raise RunError(problem)
+    precheck_checkpoint(root / tag)
+    install_safe_loader(run.ue.engine)
     path, client = run.ue.engine.load_checkpoint(
         str(root), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
     )
-    if path is None:
-        raise RunError(f"DeepSpeed could not load checkpoint '{root / tag}'")
-    torch.set_rng_state(extra["rng"])
-    if run.gru is not None and extra["gru"] is not None:
-        run.gru.load_state_dict(extra["gru"])
+    if path is None or not isinstance(client, dict) or not isinstance(client.get("dsunlearn_step"), int):
+        raise RunError(f"DeepSpeed could not load checkpoint '{root / tag}'; resume from another one or start again")
+    torch.set_rng_state(tensors["rng"])
+    if run.gru is not None and meta.get("gru_c") is not None:
+        run.gru.load_state_dict({"c": float(meta["gru_c"]), "ema": tensors.get("gru_ema")})
     return int(client["dsunlearn_step"])

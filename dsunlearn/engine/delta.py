@@ -124,25 +124,72 @@ def save_delta_shard(
     return path
 
 
-def read_delta_meta(delta_dir: str | Path) -> list[dict]:
-    """Metadata of every rank file in `delta_dir` (sorted by rank); checks the set is complete."""
-    from safetensors import safe_open
+def verify_delta_dir(delta_dir: Path, collective: bool = False) -> None:
+    """Check the rank files against the manifest dsunlearn wrote with them (`dsunlearn/manifest.py`): the
+    final `delta/` has its own, a checkpoint's `delta/` is listed in the checkpoint's. A directory without
+    one (written by hand, or by dsunlearn before 0.2) is read unchecked, with a warning."""
+    import warnings
+
+    from dsunlearn.manifest import MANIFEST, read_manifest, verify_manifest
+
+    delta_dir = Path(delta_dir)
+    if (delta_dir / MANIFEST).is_file():
+        return verify_manifest(delta_dir, collective=collective)
+    parent = delta_dir.parent
+    if (parent / MANIFEST).is_file():
+        listed = [n for n in read_manifest(parent) if n.startswith(f"{delta_dir.name}/")]
+        return verify_manifest(parent, only=listed, collective=collective)
+    warnings.warn(f"'{delta_dir}' has no {MANIFEST}: its delta shards are read without checksums", stacklevel=2)
+
+
+def read_delta_meta(delta_dir: str | Path, collective: bool = False) -> list[dict]:
+    """Metadata of every rank file in `delta_dir` (sorted by rank); checks the checksums and that the set is
+    complete. collective=True when every rank of a process group calls it (they share the hashing)."""
+    from safetensors import SafetensorError, safe_open
 
     from dsunlearn.errors import RunError
 
     files = sorted(Path(delta_dir).glob("rank*.safetensors"))
     if not files:
         raise RunError(f"no delta shards (rank*.safetensors) in '{delta_dir}': was the run saved by dsunlearn unlearn?")
+    verify_delta_dir(Path(delta_dir), collective=collective)
     metas = []
     for f in files:
-        with safe_open(str(f), framework="pt") as fh:
-            raw = (fh.metadata() or {}).get(META_KEY)
-        if raw is None:
-            raise RunError(f"'{f}' is not a dsunlearn delta shard (no '{META_KEY}' metadata)")
-        metas.append({**json.loads(raw), "file": str(f)})
+        try:
+            with safe_open(str(f), framework="pt") as fh:
+                raw = (fh.metadata() or {}).get(META_KEY)
+            meta = None if raw is None else json.loads(raw)
+        except (SafetensorError, OSError, ValueError, RecursionError) as e:
+            raise RunError(f"cannot read delta shard '{f}' ({type(e).__name__}): it is damaged; {_DELTA_FIX}") from None
+        if not isinstance(meta, dict):
+            raise RunError(f"'{f}' is not a dsunlearn delta shard (no '{META_KEY}' metadata); {_DELTA_FIX}")
+        if not _meta_ok(meta):
+            raise RunError(f"'{f}' has malformed '{META_KEY}' metadata; {_DELTA_FIX}")
+        metas.append({**meta, "file": str(f)})
     metas.sort(key=lambda m: m["rank"])
     world = metas[0]["world_size"]
     if sorted(m["rank"] for m in metas) != list(range(world)):
         have = [m["rank"] for m in metas]
         raise RunError(f"delta shards in '{delta_dir}' are incomplete: ranks {have} of world size {world}")
     return metas
+
+
+_DELTA_FIX = "use the delta/ of a finished dsunlearn unlearn run (or another checkpoint's)"
+
+
+def _meta_ok(m: dict) -> bool:
+    """The fields extrapolation relies on, with the types it relies on (untrusted input)."""
+    ints = all(isinstance(m.get(k), int) and not isinstance(m.get(k), bool) for k in ("world_size", "rank"))
+    if not (ints and 0 <= m["rank"] < m["world_size"] <= 1 << 20 and isinstance(m.get("original_hash"), str)):
+        return False
+    params = m.get("params")
+    if not isinstance(params, dict):
+        return False
+    for pm in params.values():
+        if not isinstance(pm, dict) or not all(
+            isinstance(pm.get(k), int) and pm[k] >= 0 for k in ("numel", "start", "fragment_numel")
+        ):
+            return False
+        if pm["start"] + pm["fragment_numel"] > pm["numel"]:
+            return False
+    return True

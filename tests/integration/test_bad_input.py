@@ -163,12 +163,13 @@ def long_question_lengths(model: Path) -> tuple[dict, int]:
 
 def fake_run_dir(path: Path, cfg_overrides: list[str], command: str = "unlearn") -> Path:
     """A finished-looking run dir as `dsunlearn` writes it (run.json with the config hash, config.yaml)."""
-    from dsunlearn.config_io import config_hash, dump_config, load_config
+    from dsunlearn.config_io import dump_config, load_config
+    from dsunlearn.rundir import new_marker
 
     cfg = load_config(None, cfg_overrides)
     path.mkdir(parents=True)
     dump_config(cfg, path / "config.yaml")
-    (path / "run.json").write_text(json.dumps({"command": command, "config_hash": config_hash(cfg)}))
+    (path / "run.json").write_text(json.dumps(new_marker(cfg, command)))
     (path / "events.jsonl").write_text('{"event": "done"}\n')
     return path
 

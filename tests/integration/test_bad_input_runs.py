@@ -60,7 +60,7 @@ def test_nan_loss_stops_names_step_and_loss_keeps_last_checkpoint(nan_run):
     ckpt = out / "checkpoints"
     assert (ckpt / "LATEST").read_text().strip() == f"step{step - 1:06d}"
     tag = ckpt / f"step{step - 1:06d}"
-    assert (tag / "extra_rank0.pt").is_file() and (tag / "delta" / "rank0.safetensors").is_file()
+    assert (tag / "extra_rank0.safetensors").is_file() and (tag / "delta" / "rank0.safetensors").is_file()
     assert not (ckpt / ".staging").exists()
     # No final outputs from a diverged run: no model/, no delta/, no eval/.
     assert not any((out / d).exists() for d in ("model", "delta", "eval"))

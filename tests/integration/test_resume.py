@@ -26,7 +26,9 @@ import torch
 from conftest_model import SMALL_DATA, bits, cli_env, load_weights, run_cli, tiny_model  # noqa: F401
 from safetensors.torch import load_file
 
+from dsunlearn.engine.checkpoint import _load_extra
 from dsunlearn.engine.delta import read_delta_meta
+from dsunlearn.manifest import verify_manifest
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -118,7 +120,8 @@ def test_kill_inside_save_keeps_the_previous_checkpoint(lineages):
     published = [n for n in st["checkpoints"] if n.startswith("step")]
     assert published == ["step000002"]  # no half step000004
     # the step-4 parts were staged (rank 0 was killed after writing them), never published
-    assert "step000004/extra_rank0.pt" in st["staging"] and "step000004/delta/rank0.safetensors" in st["staging"]
+    assert "step000004/extra_rank0.safetensors" in st["staging"]
+    assert "step000004/delta/rank0.safetensors" in st["staging"]
     assert "model" not in st["top"] and "delta" not in st["top"]
     # the events stop at the step-4 checkpoint: logged after a publish that never happened
     assert [e["step"] for e in st["events"] if e["event"] == "checkpoint"] == [2]
@@ -128,11 +131,12 @@ def test_previous_checkpoint_is_complete_and_loadable(lineages):
     # C2 resumed from it; here, its files as C1 left them (C2 does not rewrite step000002)
     d = lineages["C_dir"] / "checkpoints" / "step000002"
     names = {p.name for p in d.iterdir()}
-    assert {"extra_rank0.pt", "extra_rank1.pt", "mp_rank_00_model_states.pt", "delta"} <= names
+    assert {"extra_rank0.safetensors", "extra_rank1.safetensors", "mp_rank_00_model_states.pt", "delta"} <= names
     assert {"zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"} <= names
+    verify_manifest(d, collective=False)  # every file as written (sizes and sha256)
     for r in (0, 1):
-        extra = torch.load(d / f"extra_rank{r}.pt", weights_only=True)
-        assert extra["step"] == 2 and extra["world_size"] == 2 and extra["gru"]["ema"] is not None
+        meta, tensors = _load_extra(d / f"extra_rank{r}.safetensors")
+        assert meta["step"] == 2 and meta["world_size"] == 2 and "gru_ema" in tensors
     assert [m["rank"] for m in read_delta_meta(d / "delta")] == [0, 1]
 
 
