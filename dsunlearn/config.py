@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from dsunlearn.config_bounds import check_bounds, check_tiny, short_repr
 from dsunlearn.errors import ConfigError
 
 
@@ -175,7 +176,9 @@ def retain_split_for(forget_split: str) -> str:
 
 def _require(ok: bool, key: str, value, need: str) -> None:
     if not ok:
-        raise ConfigError(f"{key}={value!r} is out of range: {need}; set it in the config or with {key}=<value>")
+        raise ConfigError(
+            f"{key}={short_repr(value)} is out of range: {need}; set it in the config or with {key}=<value>"
+        )
 
 
 def _finite_positive(key: str, value, allow_zero: bool = False) -> None:
@@ -226,11 +229,6 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError("data.source=local needs data.path: the directory holding <split>.json files")
     if d.retain_split == "auto":
         d.retain_split = retain_split_for(d.forget_split)
-    t = cfg.model.tiny
-    _require(
-        t.hidden_size % t.num_heads == 0,
-        "model.tiny.num_heads",
-        t.num_heads,
-        "must divide model.tiny.hidden_size",
-    )
+    check_bounds(cfg)  # every numeric field within what it can mean (config_bounds.BOUNDS)
+    check_tiny(cfg.model.tiny)
     return cfg

@@ -15,12 +15,70 @@ from pathlib import Path
 import yaml
 
 from dsunlearn.config import RunConfig, validate
+from dsunlearn.config_bounds import short_repr
 from dsunlearn.errors import ConfigError
 from dsunlearn.fsutil import atomic_write_text
 
 SHIPPED_DIR = Path(__file__).parent / "configs"
 _ALIASES = {"lambda": "lambda_"}  # YAML key -> field name
 _UNALIASES = {v: k for k, v in _ALIASES.items()}
+
+
+# A YAML alias re-uses a node, so a few hundred bytes of nested aliases ("billion laughs") stand for 10^9
+# nodes: cheap to parse, but every walk over the result (type checks, the repr of an error message,
+# dump_config) expands it and exhausts memory. Configs have no use for more than a handful of aliases.
+MAX_ALIASES = 100
+MAX_NODES = 100_000  # nodes of a document with every alias expanded (a shipped config has ~100)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a document whose aliases expand past MAX_NODES, or that uses too many."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self._aliases = getattr(self, "_aliases", 0) + 1
+            if self._aliases > MAX_ALIASES:
+                raise _TooBig(f"more than {MAX_ALIASES} YAML aliases (*name)")
+        return super().compose_node(parent, index)
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None and getattr(self, "_aliases", 0):
+            _expanded_size(node, {}, MAX_NODES)
+        return node
+
+
+class _TooBig(yaml.YAMLError):
+    pass
+
+
+def _expanded_size(node, memo: dict, limit: int) -> int:
+    """Nodes under `node` with aliases expanded (memoised per node, so the walk itself stays small)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    n = 1
+    if isinstance(node, yaml.SequenceNode):
+        n += sum(_expanded_size(c, memo, limit) for c in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        n += sum(_expanded_size(k, memo, limit) + _expanded_size(v, memo, limit) for k, v in node.value)
+    if n > limit:
+        raise _TooBig(f"YAML aliases that expand to more than {limit} values")
+    memo[id(node)] = n
+    return n
+
+
+def safe_load_bounded(text: str, where: str):
+    """`yaml.safe_load` that refuses alias bombs and nesting past Python's recursion limit (ConfigError)."""
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 (a SafeLoader subclass)
+    except _TooBig as e:
+        raise ConfigError(
+            f"{where} uses {e} (an alias bomb?); write the values out instead of repeating anchors (&name / *name)"
+        ) from None
+    except RecursionError:
+        raise ConfigError(f"{where} is nested too deeply to read; flatten it to the config's sections") from None
+    except ValueError:  # int() refuses more than 4300 digits (sys.get_int_max_str_digits)
+        raise ConfigError(f"{where} holds a number of more than 4300 digits; no setting takes one that long") from None
 
 
 def shipped_configs() -> list[str]:
@@ -43,6 +101,10 @@ def resolve_config_path(name_or_path: str) -> Path:
     )
 
 
+def _short(text: str, n: int = 80) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
 def _field_types(cls) -> dict[str, object]:
     return typing.get_type_hints(cls)
 
@@ -55,7 +117,7 @@ def _unknown_key(key: str, allowed: list[str]) -> ConfigError:
     shown = [_UNALIASES.get(a, a) for a in allowed]
     near = difflib.get_close_matches(key.rsplit(".", 1)[-1], shown, n=1)
     hint = f" (did you mean '{near[0]}'?)" if near else ""
-    return ConfigError(f"unknown config key '{key}'{hint}; allowed here: {', '.join(shown)}")
+    return ConfigError(f"unknown config key '{_short(key)}'{hint}; allowed here: {', '.join(shown)}")
 
 
 def _example(f: dataclasses.Field, type_name: str) -> str:
@@ -99,12 +161,13 @@ def _coerce(key: str, value, tp, f: dataclasses.Field):
         want = getattr(base, "__name__", str(base)) + (" or null" if optional else "")
         example = _example(f, getattr(base, "__name__", "value"))
         raise ConfigError(
-            f"{key}={value!r} has the wrong type: expected {want} ({f.metadata.get('help', '')}); "
+            f"{key}={short_repr(value)} has the wrong type: expected {want} ({f.metadata.get('help', '')}); "
             f"write e.g. {key}={example}"
         )
     choices = f.metadata.get("choices")
     if choices is not None and value not in choices and not (key.endswith("retain_split")):
-        raise ConfigError(f"{key}={value!r} is not allowed; choose one of: {', '.join(map(str, choices))}")
+        allowed = ", ".join(map(str, choices))
+        raise ConfigError(f"{key}={short_repr(value)} is not allowed; choose one of: {allowed}")
     return value
 
 
@@ -114,7 +177,7 @@ def _apply(obj, data: dict, prefix: str) -> None:
     fields, hints = _fields(type(obj)), _field_types(type(obj))
     for raw_key, value in data.items():
         name = _ALIASES.get(raw_key, raw_key)
-        key = prefix + str(raw_key)
+        key = prefix + (raw_key if isinstance(raw_key, str) else short_repr(raw_key))
         if name not in fields:
             raise _unknown_key(key, list(fields))
         tp = hints[name]
@@ -129,10 +192,10 @@ def parse_overrides(pairs: list[str]) -> dict:
     nested: dict = {}
     for pair in pairs:
         if "=" not in pair:
-            raise ConfigError(f"override '{pair}' is not key=value; write e.g. objective.beta=0.1")
+            raise ConfigError(f"override '{_short(pair)}' is not key=value; write e.g. objective.beta=0.1")
         key, raw = pair.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = safe_load_bounded(raw, f"override '{_short(pair)}'") if raw != "" else ""
         except yaml.YAMLError:
             value = raw
         node = nested
@@ -140,20 +203,20 @@ def parse_overrides(pairs: list[str]) -> dict:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override '{pair}' conflicts with another override of '{part}'")
+                raise ConfigError(f"override '{_short(pair)}' conflicts with another override of '{_short(part)}'")
         node[parts[-1]] = value
     return nested
 
 
 def _read_yaml(p: Path) -> dict:
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = safe_load_bounded(p.read_text(encoding="utf-8-sig"), f"config file '{p}'")
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"config file '{p}' is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"config file '{p}' is not a UTF-8 text file") from None
+        raise ConfigError(f"config file '{p}' is not a UTF-8 text file; save it as UTF-8") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

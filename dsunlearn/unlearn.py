@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from dsunlearn import dist
 from dsunlearn.config import RunConfig
+from dsunlearn.config_bounds import check_generation_fits
 from dsunlearn.data.collate import encode_items, pad_batch, pad_id_of
 from dsunlearn.data.sampler import BatchStream
 from dsunlearn.data.tofu import EVAL_SPLITS, eval_split_name, load_split
@@ -30,14 +31,21 @@ from dsunlearn.engine.hf_save import save_hf_model
 from dsunlearn.engine.reference import ReferenceModel, precompute_forget_ref, ref_batch
 from dsunlearn.engine.unlearn_engine import MicroBatch, UnlearnEngine
 from dsunlearn.errors import DivergedError, RunError
+from dsunlearn.eval.retain_check import check_retain_log
 from dsunlearn.fsutil import atomic_replace_dir
 from dsunlearn.geometry.geffect import g_effect
 from dsunlearn.geometry.gru import GRU
 from dsunlearn.manifest import write_manifest
-from dsunlearn.models.load import load_causal_lm, load_tokenizer, local_model_dir
+from dsunlearn.models.load import (
+    check_before_remote_code,
+    load_causal_lm,
+    load_tokenizer,
+    local_model_dir,
+    model_positions,
+)
 from dsunlearn.objectives import get_objective, get_regularizer
 from dsunlearn.rundir import check_output_dir, prepare_output_dir
-from dsunlearn.tracking import EventLog
+from dsunlearn.tracking import EventLog, check_tracking
 from dsunlearn.unlearn_losses import global_count, nll_loss, objective_loss, reduce_stats, regularizer_loss
 
 
@@ -61,6 +69,7 @@ class UnlearnRun:
         self.spec = get_objective(o.name)
         self.params = self.spec.resolve({"beta": o.beta, "alpha": o.alpha, "delta": o.delta})
         self.reg, self.reg_params = retain_regularizer(cfg)
+        check_before_remote_code(cfg.model.name_or_path, cfg.model.trust_remote_code)
         self.tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.trust_remote_code)
         self.pad = pad_id_of(self.tokenizer)
         self.forget = encode_items(self.tokenizer, load_split(d, d.forget_split), d,
@@ -68,8 +77,11 @@ class UnlearnRun:
         self.retain = encode_items(self.tokenizer, load_split(d, d.retain_split), d,
                                    split=d.retain_split)  # fmt: skip
         micro, self.accum, gb = resolve_batch(cfg.engine, self.world)
-        self.fs = BatchStream(len(self.forget), gb, micro, self.world, seed=cfg.run.seed)
-        self.rs = BatchStream(len(self.retain), gb, micro, self.world, seed=cfg.run.seed + 1)
+        self.fs = BatchStream(len(self.forget), gb, micro, self.world, seed=cfg.run.seed,
+                              what=f"the forget split '{d.forget_split}'")  # fmt: skip
+        self.rs = BatchStream(len(self.retain), gb, micro, self.world, seed=cfg.run.seed + 1,
+                              what=f"the retain split '{d.retain_split}'")  # fmt: skip
+        self.retain_log = self._check_eval_inputs()
         self.steps = cfg.engine.max_steps or self.fs.steps_for_epochs(cfg.engine.epochs)
         self.ue = UnlearnEngine(cfg, cfg.model.name_or_path, self.tokenizer, self.steps)
         # theta_o's forget log-probs: the policy before step 0 is the reference (no second model needed).
@@ -91,6 +103,16 @@ class UnlearnRun:
         self.original_hash = dist.broadcast_object(
             model_hash(local_model_dir(cfg.model.name_or_path)) if dist.is_main() else None
         )
+
+    def _check_eval_inputs(self) -> dict | None:
+        """Before the model is loaded: the generation caps within its context (config.json) and the retain
+        log (eval.retain_log) readable and matching; the retain log, or None."""
+        cfg = self.cfg
+        if not (cfg.eval.at_end or cfg.eval.every_steps):
+            return None
+        name = cfg.model.name_or_path
+        check_generation_fits(cfg.eval, model_positions(local_model_dir(name)), f"model.name_or_path '{name}'")
+        return check_retain_log(cfg.eval.retain_log, cfg) if cfg.eval.retain_log else None
 
     def _check_eval_splits(self) -> None:
         """Load and encode the four TOFU eval sets now: a missing split or an over-long item must fail before
@@ -198,17 +220,13 @@ def _save_final_delta(run: UnlearnRun, out) -> None:
 
 def evaluate_now(run: UnlearnRun, out, step: int, events: EventLog, final: bool) -> dict:
     """TOFU evaluation of the current weights on all ranks; logged; files written for the final one."""
-    from pathlib import Path
-
     from dsunlearn.eval import metrics
     from dsunlearn.eval.runner import evaluate, write_eval
-    from dsunlearn.eval.tofu_log import FORGET, load_log
 
     cfg = run.cfg
     t0 = time.time()
     log = evaluate(run.ue.module, run.tokenizer, cfg.data, cfg.eval, zero3=run.ue.zero3)
-    retain = cfg.eval.retain_log
-    retain_log = load_log(retain, splits=(FORGET,)) if retain and Path(retain).exists() else None
+    retain_log = run.retain_log  # read and checked before training (UnlearnRun._check_eval_inputs)
     if final:
         summary = write_eval(out, log, retain_log)
     else:
@@ -223,6 +241,7 @@ def evaluate_now(run: UnlearnRun, out, step: int, events: EventLog, final: bool)
 def run_unlearn(cfg: RunConfig, resume: bool = False) -> dict:
     dist.init_distributed()
     check_output_dir(cfg, "unlearn", resume=resume)
+    check_tracking(cfg)  # wandb importable and online/offline decided (bounded probe) before the run dir
     t0 = time.time()
     run = UnlearnRun(cfg)  # data, tokenizer, model, engine: any bad input fails here, before anything is written
     out = prepare_output_dir(cfg, "unlearn", resume=resume)

@@ -51,24 +51,6 @@ def _from_log(args) -> int:
     return 0
 
 
-def _check_retain_log(path: str, cfg) -> dict:
-    """Load the retain log before evaluating: a wrong file should fail in a second, not after the eval."""
-    from dsunlearn.data.tofu import eval_split_name, load_split
-    from dsunlearn.errors import DataError
-    from dsunlearn.eval import tofu_log
-
-    log = tofu_log.load_log(path, splits=(tofu_log.FORGET,))
-    n = min(cfg.eval.max_items, len(load_split(cfg.data, eval_split_name("forget", cfg.data.forget_split))))
-    m = len(log[tofu_log.FORGET]["avg_paraphrased_loss"])
-    if n != m:
-        raise DataError(
-            f"retain log '{path}' has {m} forget items but this evaluation has {n} "
-            f"(data.forget_split={cfg.data.forget_split}, eval.max_items={cfg.eval.max_items}); "
-            "evaluate both models on the same forget split with the same item cap"
-        )
-    return log
-
-
 def _remove_old_logs(eval_dir: Path) -> None:
     """--overwrite: drop the files an earlier eval (or a copied TOFU log) left, and nothing else.
 
@@ -83,18 +65,23 @@ def _remove_old_logs(eval_dir: Path) -> None:
 
 def _from_model(args) -> int:
     from dsunlearn import dist
+    from dsunlearn.config_bounds import check_generation_fits
     from dsunlearn.config_io import load_config
     from dsunlearn.errors import RunError
-    from dsunlearn.models.load import check_model_dir
+    from dsunlearn.eval.retain_check import check_retain_log
+    from dsunlearn.models.load import check_model_dir, model_positions
 
     model_dir = check_model_dir(args.model)  # a wrong path fails before anything heavy is imported
     cfg = load_config(args.config, list(args.overrides or []))
+    check_model_dir(model_dir, cfg.model.trust_remote_code)  # remote code needs model.trust_remote_code
     out = Path(args.output_dir) if args.output_dir else model_dir.resolve().parent
     eval_dir = out / "eval"
     if eval_dir.exists() and (not eval_dir.is_dir() or any(eval_dir.iterdir())) and not args.overwrite:
         raise RunError(f"'{eval_dir}' already exists; pass --overwrite to replace it or choose another --output-dir")
     retain_path = args.retain_log or cfg.eval.retain_log
-    retain = _check_retain_log(retain_path, cfg) if retain_path else None
+    key = "--retain-log" if args.retain_log else "eval.retain_log"
+    retain = check_retain_log(retain_path, cfg, key) if retain_path else None
+    check_generation_fits(cfg.eval, model_positions(model_dir), f"'{model_dir}'")
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under a launcher; one process needs no process group
         dist.init_distributed()

@@ -16,13 +16,24 @@ import math
 
 import torch
 
+from dsunlearn.errors import ConfigError, DataError
+
 
 class BatchStream:
     """Deterministic indices for step `b`, micro-step `k`, rank `r` over a dataset of size n."""
 
-    def __init__(self, n: int, global_batch: int, micro: int, world: int, seed: int, shuffle: bool = True):
+    def __init__(self, n: int, global_batch: int, micro: int, world: int, seed: int, shuffle: bool = True,
+                 what: str = "the training data"):  # fmt: skip
         if micro * world <= 0 or global_batch % (micro * world):
             raise ValueError(f"global batch {global_batch} is not a multiple of micro {micro} x world {world}")
+        if global_batch > n:  # one step would hold some items twice (and 10^9 indices would be built)
+            raise DataError(
+                f"the global batch of {global_batch} samples (engine.micro_batch_size {micro} x world size {world} x "
+                f"grad_accum_steps {global_batch // (micro * world)}) is larger than the {n} items of {what}; "
+                f"set engine.global_batch_size / engine.micro_batch_size so the global batch is at most {n}"
+            )
+        if not 0 <= seed <= 2**32:  # run.seed (+ 1 for retain): seed x 1_000_003 + epoch stays below 2**63
+            raise ConfigError(f"run.seed={seed} is out of range: must be in [0, {2**32 - 1}]")
         self.n, self.global_batch, self.micro, self.world = n, global_batch, micro, world
         self.accum = global_batch // (micro * world)
         self.seed, self.shuffle = seed, shuffle

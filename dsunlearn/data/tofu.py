@@ -7,6 +7,7 @@ the split, item index and field named, not hours later inside a data loader.
 
 from __future__ import annotations
 
+import codecs
 import copy
 import json
 from functools import lru_cache
@@ -54,16 +55,47 @@ def _read_local(path: Path, split: str) -> tuple[list[dict], Path]:
             f"split '{split}' not found in {path}: expected {split}.json or {split}.jsonl "
             "(JSON array or JSON Lines with question/answer fields)"
         )
-    text = f.read_text(encoding="utf-8").strip()
-    if not text:
+    text = read_utf8(f)
+    if not text.strip():
         return [], f
+    if text.lstrip().startswith("["):
+        return _parse_json(text, f, 0), f
+    # JSON Lines: each line parsed alone, so the error's line number is counted here (json says "line 1")
+    return [_parse_json(line, f, n) for n, line in enumerate(text.splitlines()) if line.strip()], f
+
+
+def read_utf8(f: Path) -> str:
+    """The text of a data file: UTF-8, with or without a byte-order mark; DataError naming the encoding else."""
+    raw = f.read_bytes()
+    for bom, name in ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                      (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16")):  # fmt: skip
+        if raw.startswith(bom):
+            raise DataError(f"{f} is {name} (it starts with a {name} byte-order mark); save it as UTF-8")
+    # NUL bytes between ASCII characters: UTF-16 without a BOM (valid UTF-8 bytes, but not text)
+    if b"\x00" in raw[:4096]:
+        raise DataError(f"{f} is not UTF-8 text: it holds NUL bytes, as UTF-16 does; save it as UTF-8")
     try:
-        if text.startswith("["):
-            return json.loads(text), f
-        return [json.loads(line) for line in text.splitlines() if line.strip()], f
+        return raw.decode("utf-8-sig")  # a UTF-8 byte-order mark is dropped
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DataError(
+            f"{f} is not UTF-8 text: byte 0x{raw[e.start]:02x} at line {line} is not UTF-8 (Latin-1 / Windows-1252?); "
+            "save it as UTF-8"
+        ) from None
+
+
+def _parse_json(text: str, f: Path, line0: int):
+    """json.loads of `text`, which starts at line `line0` (0-based) of `f`; DataError naming the line."""
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(
-            f"{f} is not valid JSON / JSON Lines (line {e.lineno}: {e.msg}); fix or regenerate it"
+            f"{f} is not valid JSON / JSON Lines (line {line0 + e.lineno}: {e.msg}); fix or regenerate it"
+        ) from None
+    except RecursionError:
+        raise DataError(
+            f"{f} (line {line0 + 1}) is nested too deeply to parse; TOFU items are flat objects with "
+            "question/answer strings: fix or regenerate it"
         ) from None
 
 
@@ -105,6 +137,17 @@ def _short(value, n: int = 40) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
+def _check_text(text: str, split: str, i: int, key: str, where: str) -> None:
+    """A string the tokenizer can take: JSON's "\\ud800" escapes give lone surrogates, which are not text."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DataError(
+            f"split '{split}' item {i} in {where}: '{key}' holds a lone UTF-16 surrogate "
+            f"(\\u{ord(text[e.start]):04x} at character {e.start}), which is not text; fix or remove that escape"
+        ) from None
+
+
 def validate_items(items: list, split: str, where: str) -> list[dict]:
     """Check the TOFU schema of one split; raise DataError naming the item and field."""
     if not isinstance(items, list):
@@ -131,6 +174,8 @@ def validate_items(items: list, split: str, where: str) -> list[dict]:
                     f"split '{split}' item {i} in {where}: '{key}' must be a string, got "
                     f"{type(item[key]).__name__} {_short(item[key])}; write it as text in quotes"
                 )
+            if key in item:
+                _check_text(item[key], split, i, key, where)
         if perturbed:
             pert = item["perturbed_answer"]
             if not isinstance(pert, list) or not pert or not all(isinstance(p, str) for p in pert):
@@ -138,6 +183,8 @@ def validate_items(items: list, split: str, where: str) -> list[dict]:
                     f"split '{split}' item {i} in {where}: 'perturbed_answer' must be a non-empty list of strings, "
                     f'got {type(pert).__name__} {_short(pert)}; write it as a JSON list: ["wrong 1", "wrong 2"]'
                 )
+            for p in pert:
+                _check_text(p, split, i, "perturbed_answer", where)
     return items
 
 

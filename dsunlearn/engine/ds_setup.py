@@ -61,6 +61,23 @@ def resolve_batch(e: EngineConfig, world: int) -> tuple[int, int, int]:
     return micro, accum, micro * world * accum
 
 
+def _check_ds_json(ds, path: Path) -> None:
+    """The parts of a DeepSpeed JSON dsunlearn reads itself: a JSON object, `zero_optimization` an object
+    whose `stage` (if given) is 0..3. DeepSpeed checks the rest."""
+    where = f"engine.ds_config '{path}'"
+    if not isinstance(ds, dict):
+        raise ConfigError(
+            f'{where} holds a JSON {type(ds).__name__}, not an object; write {{"zero_optimization": ...}}'
+        )
+    zero = ds.get("zero_optimization", {})
+    if not isinstance(zero, dict):
+        raise ConfigError(f'{where}: zero_optimization must be an object like {{"stage": 2}}')
+    stage = zero.get("stage", 0)
+    if isinstance(stage, bool) or stage not in (0, 1, 2, 3):
+        shown = json.dumps(stage)[:40]
+        raise ConfigError(f"{where}: zero_optimization.stage={shown} is not a ZeRO stage; use 0, 1, 2 or 3")
+
+
 def build_ds_config(e: EngineConfig, world: int) -> dict:
     """The DeepSpeed JSON (shipped name or path) with batch sizes, clipping and precision filled in."""
     name = e.ds_config or f"zero{e.zero_stage}"
@@ -74,6 +91,11 @@ def build_ds_config(e: EngineConfig, world: int) -> dict:
         ds = json.loads(path.read_text())
     except json.JSONDecodeError as ex:
         raise ConfigError(f"engine.ds_config '{path}' is not valid JSON (line {ex.lineno}: {ex.msg})") from None
+    except (UnicodeDecodeError, RecursionError) as ex:
+        raise ConfigError(
+            f"engine.ds_config '{path}' cannot be read ({type(ex).__name__}); save it as UTF-8 JSON"
+        ) from None
+    _check_ds_json(ds, path)
     ds.pop("optimizer", None)
     ds.pop("scheduler", None)
     zero = ds.setdefault("zero_optimization", {})

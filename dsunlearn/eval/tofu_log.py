@@ -147,6 +147,8 @@ def _read_json(path: Path) -> Any:
         ) from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror}); check the path and permissions") from None
+    except (UnicodeDecodeError, RecursionError) as e:  # not UTF-8, or nested past Python's recursion limit
+        raise DataError(f"{path}: not a readable JSON log ({type(e).__name__}); re-run the evaluation") from None
 
 
 def load_log(path: str | os.PathLike[str], *, splits: Iterable[str] = SPLITS, validate: bool = True) -> dict[str, Any]:

@@ -36,8 +36,13 @@ def _missing_model(path) -> ModelError:
     )
 
 
-def check_model_dir(path: str | Path) -> Path:
-    """A local HF model dir with a causal-LM config and safetensors weights; ModelError otherwise."""
+def check_model_dir(path: str | Path, trust_remote_code: bool | None = None) -> Path:
+    """A local HF model dir with a causal-LM config and safetensors weights; ModelError otherwise.
+
+    Reads only files (config.json, the weight names), so it runs before any of a model's own code could:
+    a model whose type transformers does not know is a causal LM only through config.json's `auto_map`
+    (`AutoModelForCausalLM` -> its code), which needs `trust_remote_code` (None: not decided here).
+    """
     p = Path(path).expanduser()
     if not p.is_dir():
         raise _missing_model(path)
@@ -68,11 +73,43 @@ def check_model_dir(path: str | Path) -> Path:
             f"'{p}' holds a {', '.join(archs)}, not a causal language model; pass a *ForCausalLM checkpoint"
         )
     if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        raise ModelError(
-            f"'{p}' is a '{model_type}' model, not a causal language model; dsunlearn unlearns decoder LMs "
-            "(Llama, Mistral, Qwen, Phi, GPT-2, GPT-NeoX, OPT, ...)"
-        )
+        auto_map = hf_config.get("auto_map")
+        remote = auto_map.get("AutoModelForCausalLM") if isinstance(auto_map, dict) else None
+        if remote and trust_remote_code is False:
+            raise ModelError(
+                f"'{p}' is a '{model_type}' model that needs its own code ({remote}, config.json auto_map; "
+                "checked from config.json, none of that code ran); set model.trust_remote_code=true only if you "
+                "trust that code"
+            )
+        if not remote:
+            why = " (its auto_map has no AutoModelForCausalLM; checked before any of its code ran)" if auto_map else ""
+            raise ModelError(
+                f"'{p}' is a '{model_type}' model, not a causal language model{why}; dsunlearn unlearns decoder "
+                "LMs (Llama, Mistral, Qwen, Phi, GPT-2, GPT-NeoX, OPT, ...)"
+            )
     return p
+
+
+def check_before_remote_code(name_or_path: str, trust_remote_code: bool) -> None:
+    """Check a local model dir from its files before transformers reads it: with trust_remote_code,
+    AutoConfig / AutoTokenizer import the directory's own code, so a directory that is no causal LM (or
+    needs code it may not run) is refused before any of that code runs."""
+    p = Path(name_or_path).expanduser()
+    if (p / "config.json").is_file():
+        check_model_dir(p, trust_remote_code=trust_remote_code)
+
+
+def model_positions(model_dir: str | Path) -> int | None:
+    """The context length in config.json (max_position_embeddings or its GPT-2 / other names), or None."""
+    try:
+        hf_config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx"):
+        v = hf_config.get(key) if isinstance(hf_config, dict) else None
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return None
 
 
 def local_model_dir(name_or_path: str) -> Path:
@@ -94,6 +131,7 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     # A local path that is not there would otherwise be tried as a hub id ("Repo id must be in the form ...").
     if _looks_like_path(name_or_path) and not Path(name_or_path).expanduser().is_dir():
         raise _missing_model(name_or_path)
+    check_before_remote_code(name_or_path, trust_remote_code)
     try:
         tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except Exception as e:
@@ -111,7 +149,7 @@ def load_causal_lm(name_or_path: str, dtype: str = "float32", trust_remote_code:
     from transformers import AutoModelForCausalLM
 
     if _looks_like_path(name_or_path):
-        check_model_dir(name_or_path)
+        check_model_dir(name_or_path, trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             name_or_path, dtype=DTYPES[dtype], use_safetensors=True, trust_remote_code=trust_remote_code

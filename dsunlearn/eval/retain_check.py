@@ -1,0 +1,34 @@
+"""The retain model's TOFU log (`eval.retain_log` / `--retain-log`), checked before any evaluation or training.
+
+Forget quality compares the unlearned model's forget-split losses with the retain model's, item for item, so a
+wrong file (missing, not a TOFU log, another forget split or item cap) must fail in a second, before
+`dsunlearn eval` evaluates or `dsunlearn unlearn` trains and before either writes anything.
+"""
+
+from __future__ import annotations
+
+from dsunlearn.errors import DataError
+
+
+def check_retain_log(path: str, cfg, key: str = "eval.retain_log") -> dict:
+    """The retain log at `path` (given as `key`), validated (forget split only) and of as many items as this
+    run evaluates."""
+    from dsunlearn.data.tofu import eval_split_name, load_split
+    from dsunlearn.eval import tofu_log
+
+    try:
+        log = tofu_log.load_log(path, splits=(tofu_log.FORGET,))
+    except DataError as e:
+        raise DataError(
+            f"{key}: {e} (the retain model's log is written by `dsunlearn eval --model <retain model>`; without "
+            "it, leave eval.retain_log unset: no forget quality)"
+        ) from None
+    n = min(cfg.eval.max_items, len(load_split(cfg.data, eval_split_name("forget", cfg.data.forget_split))))
+    m = len(log[tofu_log.FORGET]["avg_paraphrased_loss"])
+    if n != m:
+        raise DataError(
+            f"retain log '{path}' has {m} forget items but this evaluation has {n} "
+            f"(data.forget_split={cfg.data.forget_split}, eval.max_items={cfg.eval.max_items}); "
+            "evaluate both models on the same forget split with the same item cap"
+        )
+    return log
