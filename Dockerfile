@@ -1,6 +1,8 @@
 # dsunlearn on CUDA GPUs: PyTorch + DeepSpeed (common ops prebuilt) + this package; entry point `dsunlearn`.
 #   docker build -t dsunlearn .
 #   docker run --gpus all --ipc=host -v $PWD/runs:/work/runs dsunlearn demo --nproc 1
+# Several nodes (no ssh needed): on node r, --network host -e NNODES -e NODE_RANK=r -e NPROC_PER_NODE -e MASTER_ADDR
+#   --entrypoint /opt/dsunlearn/launch/multi_node.sh dsunlearn -- unlearn ...   (see launch/multi_node.sh)
 FROM pytorch/pytorch:2.7.1-cuda12.6-cudnn9-devel
 
 ENV DEBIAN_FRONTEND=noninteractive \
