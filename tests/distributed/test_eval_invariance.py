@@ -2,6 +2,8 @@
 HF model (one replica per rank) and for a DeepSpeed ZeRO-3 engine's module (partitioned parameters, ranks in
 lockstep through dummy batches and `synced_gpus`)."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -15,6 +17,10 @@ DATA = DataConfig(synthetic=SyntheticConfig(n_authors=8, n_world_facts=12, n_rea
 # 5 items in batches of 2: an odd number of batches everywhere (generation: 3; NLL over all 5 x (1 + 1 + 4) or
 # 5 x (1 + 4) sequences: 15 or 13), so on 2 ranks one rank runs a dummy batch in the last round of each.
 EVAL = EvalConfig(max_items=5, batch_size=2, max_new_tokens=8)
+# TOFU's official mode: phi-style prompts, per-batch total length cap (tight, so batch mates' prompt lengths
+# decide each item's budget), unstripped generations.
+OFFICIAL = (dataclasses.replace(DATA, prompt_format="tofu_phi", tofu_official=True),
+            EvalConfig(max_items=5, batch_size=2, max_length=30))  # fmt: skip
 NUMBERS = ("avg_gt_loss", "gt_loss", "avg_paraphrased_loss", "average_perturb_loss", "rougeL_recall")
 
 
@@ -41,6 +47,7 @@ def _evaluate(model_dir):
 
     tok = load_tokenizer(model_dir)
     plain = evaluate(load_causal_lm(model_dir), tok, DATA, EVAL)
+    official = evaluate(load_causal_lm(model_dir), tok, *OFFICIAL)
     model = load_causal_lm(model_dir)
     ds_cfg = {
         "train_micro_batch_size_per_gpu": 1,
@@ -53,8 +60,9 @@ def _evaluate(model_dir):
     assert is_partitioned(engine.module)
     engine.train()  # as during unlearning: evaluate must switch to eval mode and back
     zero3 = evaluate(engine.module, tok, DATA, EVAL, zero3=True)
+    official_zero3 = evaluate(engine.module, tok, *OFFICIAL, zero3=True)
     assert engine.module.training
-    return plain, zero3
+    return plain, zero3, official, official_zero3
 
 
 def _check(a, b, atol):
@@ -70,9 +78,13 @@ def _check(a, b, atol):
 def test_one_rank_equals_two_ranks_plain_and_zero3(model_dir):
     (one,) = run_distributed(_evaluate, 1, model_dir)
     two = run_distributed(_evaluate, 2, model_dir)
-    plain1, zero3_1 = one
+    plain1, zero3_1, off1, off_zero3_1 = one
     assert two[0] == two[1]  # every rank returns the whole log
-    plain2, zero3_2 = two[0]
+    plain2, zero3_2, off2, off_zero3_2 = two[0]
+    _check(off1, off2, atol=0)  # TOFU's per-batch cap: batches are global, so the same on 1 and 2 ranks
+    _check(off1, off_zero3_1, atol=1e-5)
+    _check(off1, off_zero3_2, atol=1e-5)
+    assert off1 != plain1
     # Same global batches, same padding: the plain numbers are the same floats.
     _check(plain1, plain2, atol=0)
     # ZeRO-3 runs the same arithmetic on gathered parameters; allow float noise only.
