@@ -28,6 +28,7 @@ SMALL = [
     "engine.warmup_ratio=0.0",
     "engine.scheduler=constant",
     "eval.batch_size=16",
+    "eval.at_end=false",  # weights are the point here, not the TOFU evaluation
 ]
 
 

@@ -32,6 +32,7 @@ SMALL_FINETUNE = [
     "engine.micro_batch_size=16",
     "engine.global_batch_size=16",
     "engine.grad_accum_steps=1",
+    "eval.at_end=false",
 ]
 SMALL_DATA = ["data.synthetic.n_authors=10", "data.synthetic.n_world_facts=4", "data.synthetic.n_real_authors=2"]
 
