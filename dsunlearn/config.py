@@ -85,6 +85,12 @@ class DataConfig:
         "reproduce the official TOFU code (tofu_* formats): its question-token mask ('Answer: ' in the loss),"
         " generation prompt and per-batch 200-token generation cap",
     )
+    system_prompt: str | None = _f(
+        None, "chat_template: a system turn before the question (open-unlearning: 'You are a helpful assistant.')"
+    )
+    date_string: str | None = _f(
+        None, "chat_template: the template's date_string variable (Llama-3 templates; open-unlearning: 10 Apr 2025)"
+    )
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 

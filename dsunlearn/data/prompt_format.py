@@ -4,7 +4,8 @@ One format is chosen per run from ``data.prompt_format`` (+ ``data.tofu_official
 unlearning and evaluation all encode through it (``collate.encode_qa``), so they see the same tokens.
 
     format          prompt text P (the answer follows with nothing in between)        special tokens
-    chat_template   the tokenizer's chat template, one user turn, generation prompt on  written by the template
+    chat_template   the tokenizer's chat template: [system turn,] user turn q, generation  written by the template
+                    prompt on (``data.system_prompt``, ``data.date_string`` optional)
     plain           "Question: " + q + "\\n" + "Answer: "                               the tokenizer's default
     tofu_phi        "Question: " + q + "\\n" + "Answer: "   (TOFU phi / stablelm / pythia) the tokenizer's default
     tofu_llama2     "[INST] " + q + " [/INST]"              (TOFU llama2-7b)               the tokenizer's default
@@ -47,13 +48,16 @@ _FIX = "set data.prompt_format to plain, tofu_phi or tofu_llama2 (the format the
 class PromptFormat:
     name: str  # resolved: never "auto"
     official: bool = False  # TOFU's own label count, generation prompt and reference answer (see module doc)
+    system_prompt: str | None = None  # chat_template only: a system turn before the user's question
+    date_string: str | None = None  # chat_template only: the template variable Llama-3 templates read
 
     @property
     def uses_template(self) -> bool:
         return self.name == "chat_template"
 
 
-def resolve(tokenizer, name: str = "auto", official: bool = False) -> PromptFormat:
+def resolve(tokenizer, name: str = "auto", official: bool = False, system_prompt: str | None = None,
+            date_string: str | None = None) -> PromptFormat:  # fmt: skip
     """The format `name` for `tokenizer` (`auto` -> chat_template if it has one, else plain)."""
     if name not in FORMATS:
         raise ConfigError(f"data.prompt_format={name!r} is not one of {', '.join(FORMATS)}; set one of them")
@@ -67,18 +71,26 @@ def resolve(tokenizer, name: str = "auto", official: bool = False) -> PromptForm
             f"data.tofu_official=true needs data.prompt_format tofu_phi or tofu_llama2 (resolved: {name}); "
             "set one of them or data.tofu_official=false"
         )
-    return PromptFormat(name, official)
+    if (system_prompt is not None or date_string is not None) and name != "chat_template":
+        raise ConfigError(
+            f"data.system_prompt / data.date_string only apply to a chat template (format: {name}); "
+            "unset them or set data.prompt_format=chat_template"
+        )
+    return PromptFormat(name, official, system_prompt, date_string)
 
 
 def from_config(tokenizer, data_cfg) -> PromptFormat:
     """The run's format: ``data.prompt_format`` and ``data.tofu_official`` of a DataConfig."""
-    return resolve(tokenizer, data_cfg.prompt_format, data_cfg.tofu_official)
+    d = data_cfg
+    return resolve(tokenizer, d.prompt_format, d.tofu_official, d.system_prompt, d.date_string)
 
 
-def _render_chat(tokenizer, question: str, where: str) -> str:
+def _render_chat(tokenizer, fmt: PromptFormat, question: str, where: str) -> str:
+    system = [{"role": "system", "content": fmt.system_prompt}] if fmt.system_prompt is not None else []
+    extra = {"date_string": fmt.date_string} if fmt.date_string is not None else {}
     try:
         text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+            system + [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True, **extra
         )
     except Exception as e:  # jinja errors, raise_exception() in the template, missing variables ...
         msg = (str(e).strip().splitlines() or [""])[0]
@@ -94,7 +106,7 @@ def _render_chat(tokenizer, question: str, where: str) -> str:
 def prompt_text(tokenizer, fmt: PromptFormat, question: str, where: str = "") -> str:
     """P: the text the model sees before the answer (the answer tag included)."""
     if fmt.uses_template:
-        return _render_chat(tokenizer, question, where)
+        return _render_chat(tokenizer, fmt, question, where)
     start, end, tag = TAGS[fmt.name]
     return start + question + end + tag
 

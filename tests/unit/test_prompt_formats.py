@@ -192,3 +192,21 @@ def test_tofu_evaluation_official(tok, fmt):
         assert log["num_token_gt"][str(i)] == int(keep.sum())
         assert log["gt_loss"][str(i)] == pytest.approx(nll, abs=1e-4)
     assert any(g != "" for g in gens)
+
+
+def test_chat_template_system_prompt_and_date(tok):
+    """open-unlearning's Llama-3 rendering: a system turn and a fixed date_string (template variable)."""
+    t = byte_level_tokenizer()
+    t.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{% if m['role'] == 'system' %}{{ date_string | default('today') }}"
+        " {% endif %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    f = pf.resolve(t, "chat_template", system_prompt="You are a helpful assistant.", date_string="10 Apr 2025")
+    want = "<|system|>10 Apr 2025 You are a helpful assistant.<|user|>Who?<|assistant|>"
+    assert pf.prompt_text(t, f, "Who?") == want
+    assert pf.prompt_text(t, pf.resolve(t, "chat_template"), "Who?") == "<|user|>Who?<|assistant|>"
+    e = encode_qa(t, "Who?", "Limo.", 128, fmt=f)
+    assert e.input_ids == t(want + "Limo.", add_special_tokens=False)["input_ids"] + [t.eos_token_id]
+    assert t.decode(e.input_ids[: e.n_prompt]) == want and t.decode(e.input_ids[e.n_prompt : -1]) == "Limo."
+    with pytest.raises(ConfigError, match="only apply to a chat template"):
+        pf.resolve(tok, "plain", system_prompt="x")
