@@ -16,7 +16,6 @@ Exactness checked:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -100,33 +99,46 @@ def test_exact_delta_random_every_reported_element_is_unreachable():
 # ---- a hand-made model, its "unlearned" version and delta files from a fake world of ranks -------------
 
 
+# A real (tiny, tied) Llama: extrapolate loads the original with from_pretrained, as the run did.
+A, B, C = "model.embed_tokens.weight", "model.layers.0.mlp.down_proj.weight", "model.layers.0.self_attn.q_proj.weight"
+UNTOUCHED = "model.norm.weight"  # no delta: written unchanged
+
+
+def _llama_dir(tmp: Path, values: dict[str, torch.Tensor]) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A tiny LlamaForCausalLM (vocab 7, hidden 4, 1 layer, MLP 13) with `values` set, saved; its state."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=7, hidden_size=4, intermediate_size=13, num_hidden_layers=1, num_attention_heads=1,
+                      num_key_value_heads=1, tie_word_embeddings=True, bos_token_id=0, eos_token_id=0)  # fmt: skip
+    torch.manual_seed(0)
+    m = LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        for n, v in values.items():
+            dict(m.named_parameters())[n].copy_(v)
+    model = tmp / "orig"
+    m.save_pretrained(model)
+    (model / "tokenizer.json").write_text("{}")
+    return model, {n: p.detach().clone() for n, p in m.named_parameters()}
+
+
 def _make_models(tmp: Path) -> tuple[Path, dict, dict]:
     g = torch.Generator().manual_seed(1)
     o = {
-        "a.weight": torch.randn(7, 5, generator=g),
-        "b.weight": torch.randn(13, generator=g) * 1e-3,
-        "c.weight": torch.randn(3, 4, generator=g),
+        A: torch.randn(7, 4, generator=g),
+        B: torch.randn(4, 13, generator=g) * 1e-3,
+        C: torch.randn(4, 4, generator=g),
     }
     u = {k: (v + 1e-3 * torch.randn(v.shape, generator=g)).float() for k, v in o.items()}
-    flat_o, flat_u = o["a.weight"].view(-1), u["a.weight"].view(-1)
-    for i, (ov, uv) in enumerate(CRAFTED):  # the crafted elements go into a.weight
+    flat_o, flat_u = o[A].view(-1), u[A].view(-1)
+    for i, (ov, uv) in enumerate(CRAFTED):  # the crafted elements go into A
         flat_o[i], flat_u[i] = ov, uv
-    u["b.weight"][:4] = -o["b.weight"][:4] * 1e-4  # sign flips with |u| << |o| in another tensor too
-    buffers = {"rotary.inv_freq": torch.arange(4, dtype=torch.float32)}  # no delta: copied unchanged
-    model = tmp / "orig"
-    model.mkdir()
-    save_file({**o, **buffers}, str(model / "model.safetensors"))
-    (model / "config.json").write_text(json.dumps({"model_type": "toy"}))
-    (model / "tokenizer.json").write_text("{}")
-    return model, o, {**u, **buffers}
+    u[B].view(-1)[:4] = -o[B].view(-1)[:4] * 1e-4  # sign flips with |u| << |o| in another tensor too
+    model, full = _llama_dir(tmp, o)
+    return model, o, {**full, **u}
 
 
-# rank -> {name: (start, numel)}: a.weight split 3 ways (uneven), b.weight whole on rank 1, c.weight on 0 and 2.
-LAYOUT = {
-    0: {"a.weight": (0, 12), "c.weight": (0, 6)},
-    1: {"a.weight": (12, 11), "b.weight": (0, 13)},
-    2: {"a.weight": (23, 12), "c.weight": (6, 6)},
-}
+# rank -> {name: (start, numel)}: A split 3 ways (uneven), B whole on rank 1, C on 0 and 2.
+LAYOUT = {0: {A: (0, 10), C: (0, 8)}, 1: {A: (10, 8), B: (0, 52)}, 2: {A: (18, 10), C: (8, 8)}}
 
 
 def _write_deltas(monkeypatch, out: Path, o: dict, u: dict, layout: dict, original_hash: str) -> Path:
@@ -185,11 +197,11 @@ def test_delta_files_metadata_and_fixups(hand_made):
     metas = read_delta_meta(deltas)
     assert [m["rank"] for m in metas] == [0, 1, 2] and {m["world_size"] for m in metas} == {3}
     assert {m["original_hash"] for m in metas} == {model_hash(model)}
-    assert metas[1]["params"]["b.weight"] == {"shape": [13], "numel": 13, "start": 0, "fragment_numel": 13}
-    assert "b.weight" not in metas[0]["params"] and "c.weight" not in metas[1]["params"]
+    assert metas[1]["params"][B] == {"shape": [4, 13], "numel": 52, "start": 0, "fragment_numel": 52}
+    assert B not in metas[0]["params"] and C not in metas[1]["params"]
     n_fix = sum(m["inexact"] for m in metas)
     assert n_fix >= 6  # the 2 crafted |u| << |o| elements + 4 in b.weight
-    for name in ("a.weight", "b.weight"):
+    for name in (A, B):
         d, fix = _assemble(deltas, name, o[name].numel())
         assert int(fix.sum()) > 0
         ov, uv = o[name].reshape(-1), u[name].reshape(-1)
@@ -216,7 +228,7 @@ def test_extrapolate_alpha0_is_theta_u_bit_for_bit(hand_made, tmp_path):
 def test_extrapolate_matches_fp32_formula_and_float64_reference(hand_made, tmp_path, alpha):
     model, o, u, deltas = hand_made
     got = load_file(str(extrapolate(model, deltas, alpha, tmp_path / "x") / "model.safetensors"))
-    assert torch.equal(got["rotary.inv_freq"], u["rotary.inv_freq"])
+    assert torch.equal(got[UNTOUCHED], u[UNTOUCHED])
     for name in o:
         ov, uv = o[name].reshape(-1), u[name].reshape(-1)
         d, fix = _assemble(deltas, name, ov.numel())
@@ -227,7 +239,7 @@ def test_extrapolate_matches_fp32_formula_and_float64_reference(hand_made, tmp_p
         err = (got[name].reshape(-1).double() - ref).abs()
         assert bool((err <= scale * 2.0**-22).all()), (name, float((err / scale).max()))
     if alpha == -1.0:  # theta_o back, except where the delta is not exact (fix-ups) or rounds
-        assert torch.equal(got["c.weight"], o["c.weight"])
+        assert torch.equal(got[C], o[C])
 
 
 def test_extrapolate_does_not_depend_on_world_size(hand_made, tmp_path, monkeypatch):
@@ -247,8 +259,8 @@ def test_extrapolate_refuses_wrong_original_incomplete_ranks_and_existing_output
     other = tmp_path / "other"
     other.mkdir()
     changed = dict(load_file(str(model / "model.safetensors")))
-    changed["c.weight"] = changed["c.weight"].clone()
-    changed["c.weight"][0, 0] += 1.0
+    changed[C] = changed[C].clone()
+    changed[C][0, 0] += 1.0
     save_file(changed, str(other / "model.safetensors"))
     (other / "config.json").write_text((model / "config.json").read_text())
     with pytest.raises(RunError, match="not the one the run started from"):
@@ -286,12 +298,9 @@ def test_signed_zero_survives_alpha0(tmp_path, monkeypatch):
     d = (-0.0) - (-0.0) = +0.0 and o + d = +0.0; u = -0.0 reached from o != 0 gives +0.0 the same way. Such
     elements must be fix-ups, and the fix-up formula u + alpha * d must not turn -0.0 into +0.0 at alpha = 0.
     """
-    o = {"w": torch.tensor([-0.0, 0.5, 0.0, -2.0])}
-    u = {"w": torch.tensor([-0.0, -0.0, 0.25, -0.0])}
-    model = tmp_path / "orig"
-    model.mkdir()
-    save_file(o, str(model / "model.safetensors"))
-    (model / "config.json").write_text("{}")
-    deltas = _write_deltas(monkeypatch, tmp_path / "delta", o, u, {0: {"w": (0, 4)}}, model_hash(model))
-    got = load_file(str(extrapolate(model, deltas, 0.0, tmp_path / "a0") / "model.safetensors"))["w"]
-    assert _bits(got).tolist() == _bits(u["w"]).tolist()
+    o = {UNTOUCHED: torch.tensor([-0.0, 0.5, 0.0, -2.0])}
+    u = {UNTOUCHED: torch.tensor([-0.0, -0.0, 0.25, -0.0])}
+    model, _ = _llama_dir(tmp_path, o)
+    deltas = _write_deltas(monkeypatch, tmp_path / "delta", o, u, {0: {UNTOUCHED: (0, 4)}}, model_hash(model))
+    got = load_file(str(extrapolate(model, deltas, 0.0, tmp_path / "a0") / "model.safetensors"))[UNTOUCHED]
+    assert _bits(got).tolist() == _bits(u[UNTOUCHED]).tolist()
