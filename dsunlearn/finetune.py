@@ -28,6 +28,7 @@ from dsunlearn.data.sampler import BatchStream
 from dsunlearn.data.tofu import EVAL_SPLITS, finetune_items, load_split
 from dsunlearn.engine.ds_setup import accumulation, build_ds_config, create_engine, resolve_batch, zero3_init_context
 from dsunlearn.engine.hf_save import save_hf_model
+from dsunlearn.errors import DataError
 from dsunlearn.eval.nll import answer_nll, mean_answer_probability
 from dsunlearn.eval.runner import check_inputs, evaluate, write_eval
 from dsunlearn.fsutil import atomic_replace_dir, atomic_write_json
@@ -111,6 +112,14 @@ def _probabilities(module, probes: dict, cfg: RunConfig, pad: int) -> dict[str, 
     }
 
 
+def check_eval_inputs(cfg: RunConfig, tokenizer) -> None:
+    """The evaluation at the end (`eval.at_end`) needs the four TOFU eval splits, encodable: checked up front."""
+    try:
+        check_inputs(tokenizer, cfg.data, cfg.eval)
+    except DataError as e:
+        raise DataError(f"{e} (for the TOFU evaluation after fine-tuning; eval.at_end=false skips it)") from None
+
+
 def train_one(cfg: RunConfig, base: str, tokenizer, enc: list, out_model: Path, events: EventLog, tag: str,
               probes: dict):  # fmt: skip
     """Fine-tune `base` on the encoded items `enc` (answer-token NLL, global-batch mean); save to out_model.
@@ -179,7 +188,7 @@ def run_finetune(cfg: RunConfig, resume: bool = False) -> dict:
     _check_base_vocab(cfg, tokenizer)
     probes = _probe_sets(cfg, tokenizer)
     if cfg.eval.at_end:
-        check_inputs(tokenizer, cfg.data, cfg.eval)
+        check_eval_inputs(cfg, tokenizer)
     encoded = {t: encode_items(tokenizer, finetune_items(d, t), d, split=t) for t in cfg.run.finetune_targets}
     out = prepare_output_dir(cfg, "finetune", resume=resume)
     events = EventLog(out / "events.jsonl", cfg, job="finetune")

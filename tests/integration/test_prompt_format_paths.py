@@ -70,3 +70,18 @@ def test_finetune_unlearn_eval_share_the_format(tmp_path):
     assert "forget_quality" not in retain_summary and 0.0 <= full_summary["forget_quality"] <= 1.0
     ft = json.loads((out / "finetune.json").read_text())
     assert ft["models"]["full"]["eval"] == full_summary and ft["models"]["retain"]["eval"] == retain_summary
+
+
+def test_finetune_missing_eval_split_says_eval_at_end(tiny_tokenizer, tmp_path):
+    """With eval.at_end (default) a missing evaluation split is refused before training, naming the way out."""
+    from test_bad_input import local_data, write_tofu_dir
+
+    from dsunlearn.config_io import load_config
+    from dsunlearn.errors import DataError
+    from dsunlearn.finetune import check_eval_inputs
+
+    cfg = load_config("tiny_finetune", local_data(write_tofu_dir(tmp_path / "data", retain_perturbed=None)))
+    with pytest.raises(DataError, match=r"retain_perturbed.*eval\.at_end=false skips it") as err:
+        check_eval_inputs(cfg, tiny_tokenizer)
+    assert "\n" not in str(err.value)
+    check_eval_inputs(load_config("tiny_finetune", local_data(write_tofu_dir(tmp_path / "ok"))), tiny_tokenizer)
