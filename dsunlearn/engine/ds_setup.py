@@ -10,11 +10,12 @@ This and the other `engine/` modules are the only places that call DeepSpeed. De
 
 bf16 is the same update at every stage up to bf16 rounding, not bit for bit (measured on 2 ranks: stages differ
 by at most the bf16-vs-float64 error of any one of them, about 0.7% of the update). Where rounding differs:
-- the fast path's micro-gradients (forget and retain in one block) are summed in bf16 `p.grad` at stage 0
-  (`no_sync`) and ZeRO-2 (the coalesced block leaves them on the parameters; bitwise equal to stage 0), in
-  fp32 at ZeRO-1 (`BF16_Optimizer` adds each into its fp32 buffer);
-- gradients are reduced in bf16 (DeepSpeed's default `communication_data_type` under bf16): all-reduce at
-  stage 0 / ZeRO-1, reduce into partitions at ZeRO-2, reduce-scatter at ZeRO-3 (another summation order);
+- the micro-gradients of one block are summed in bf16 `p.grad` at stage 0 (`no_sync`) and ZeRO-2/3 (the
+  coalesced block leaves them on the parameters), in fp32 at ZeRO-1 (`BF16_Optimizer` adds each into its
+  fp32 buffer); then reduced in bf16 (DeepSpeed's default `communication_data_type` under bf16). For the same
+  weights the reduced gradient of a block is bitwise equal at stage 0, ZeRO-2 and ZeRO-3, not at ZeRO-1;
+- ZeRO-3: the first step is bitwise equal to stage 0 (gradients, fp32 master, bf16 weights), later steps
+  differ by bf16 rounding (measured; the cause inside DeepSpeed's stage-3 step is not isolated);
 - a gradient written back (GRU) is kept in fp32 at ZeRO-1/2/3 and rounded to bf16 at stage 0 (`p.grad`).
 Bitwise equal (measured): stage 0 == ZeRO-2 without geometry; ZeRO-1 == ZeRO-2 with GRU.
 """

@@ -16,7 +16,7 @@ dropped or doubled micro-batch moves the update by ~25% of it, a lost retain ter
 Stages: bitwise equal where the rounding sequence is the same (fast: stage 0 == ZeRO-2, both sum the
 micro-gradients in bf16 `p.grad`; GRU: ZeRO-1 == ZeRO-2, both hold the written gradient in fp32), otherwise
 they differ by bf16 rounding only (<= 1.5 x the reference error): ZeRO-1 sums the fast path's micro-gradients
-in fp32, ZeRO-3 reduce-scatters (another summation order), stage 0 rounds the written GRU gradient to bf16.
+in fp32, ZeRO-3 drifts by rounding from its second step on, stage 0 rounds the written GRU gradient to bf16.
 (What differs and why: `dsunlearn/engine/ds_setup.py`.)
 """
 
@@ -58,6 +58,7 @@ def _overrides(model: str, stage: int, gru: bool) -> list[str]:
         "objective.lambda=1.5",
         f"geometry.gru={str(gru).lower()}",
         f"geometry.geffect_every={int(gru)}",  # G-effect too: a third read between retain and write-back
+        "eval.at_end=false",
         "run.output_dir=unused",
     ]
 
