@@ -26,7 +26,7 @@ from dsunlearn.data.sampler import BatchStream
 from dsunlearn.data.tofu import EVAL_SPLITS, eval_split_name, load_split
 from dsunlearn.engine.checkpoint import _maybe_fault, load_checkpoint, save_checkpoint
 from dsunlearn.engine.delta import model_hash, save_delta_shard, snapshot_fragments
-from dsunlearn.engine.ds_setup import resolve_batch, zero3_init_context
+from dsunlearn.engine.ds_setup import build_ds_config, resolve_batch, zero3_init_context
 from dsunlearn.engine.hf_save import save_hf_model
 from dsunlearn.engine.reference import ReferenceModel, precompute_forget_ref, ref_batch
 from dsunlearn.engine.unlearn_engine import MicroBatch, UnlearnEngine
@@ -69,19 +69,25 @@ class UnlearnRun:
         self.spec = get_objective(o.name)
         self.params = self.spec.resolve({"beta": o.beta, "alpha": o.alpha, "delta": o.delta})
         self.reg, self.reg_params = retain_regularizer(cfg)
+        # What needs neither tokenizer nor model is read first: a bad DeepSpeed JSON, data file, generation
+        # cap or retain log fails in a second, before transformers is imported.
+        build_ds_config(cfg.engine, self.world)
+        forget_items, retain_items = load_split(d, d.forget_split), load_split(d, d.retain_split)
+        micro, self.accum, gb = resolve_batch(cfg.engine, self.world)
+        self.fs = BatchStream(len(forget_items), gb, micro, self.world, seed=cfg.run.seed,
+                              what=f"the forget split '{d.forget_split}'")  # fmt: skip
+        self.rs = BatchStream(len(retain_items), gb, micro, self.world, seed=cfg.run.seed + 1,
+                              what=f"the retain split '{d.retain_split}'")  # fmt: skip
+        evaluates = cfg.eval.at_end or cfg.eval.every_steps
+        self.retain_log = check_retain_log(cfg.eval.retain_log, cfg) if evaluates and cfg.eval.retain_log else None
         check_before_remote_code(cfg.model.name_or_path, cfg.model.trust_remote_code)
         self.tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.trust_remote_code)
+        if evaluates:  # the path is valid now (the tokenizer loaded): its config.json bounds generation
+            name = cfg.model.name_or_path
+            check_generation_fits(cfg.eval, model_positions(local_model_dir(name)), f"model.name_or_path '{name}'")
         self.pad = pad_id_of(self.tokenizer)
-        self.forget = encode_items(self.tokenizer, load_split(d, d.forget_split), d,
-                                   split=d.forget_split)  # fmt: skip
-        self.retain = encode_items(self.tokenizer, load_split(d, d.retain_split), d,
-                                   split=d.retain_split)  # fmt: skip
-        micro, self.accum, gb = resolve_batch(cfg.engine, self.world)
-        self.fs = BatchStream(len(self.forget), gb, micro, self.world, seed=cfg.run.seed,
-                              what=f"the forget split '{d.forget_split}'")  # fmt: skip
-        self.rs = BatchStream(len(self.retain), gb, micro, self.world, seed=cfg.run.seed + 1,
-                              what=f"the retain split '{d.retain_split}'")  # fmt: skip
-        self.retain_log = self._check_eval_inputs()
+        self.forget = encode_items(self.tokenizer, forget_items, d, split=d.forget_split)
+        self.retain = encode_items(self.tokenizer, retain_items, d, split=d.retain_split)
         self.steps = cfg.engine.max_steps or self.fs.steps_for_epochs(cfg.engine.epochs)
         self.ue = UnlearnEngine(cfg, cfg.model.name_or_path, self.tokenizer, self.steps)
         # theta_o's forget log-probs: the policy before step 0 is the reference (no second model needed).
@@ -103,16 +109,6 @@ class UnlearnRun:
         self.original_hash = dist.broadcast_object(
             model_hash(local_model_dir(cfg.model.name_or_path)) if dist.is_main() else None
         )
-
-    def _check_eval_inputs(self) -> dict | None:
-        """Before the model is loaded: the generation caps within its context (config.json) and the retain
-        log (eval.retain_log) readable and matching; the retain log, or None."""
-        cfg = self.cfg
-        if not (cfg.eval.at_end or cfg.eval.every_steps):
-            return None
-        name = cfg.model.name_or_path
-        check_generation_fits(cfg.eval, model_positions(local_model_dir(name)), f"model.name_or_path '{name}'")
-        return check_retain_log(cfg.eval.retain_log, cfg) if cfg.eval.retain_log else None
 
     def _check_eval_splits(self) -> None:
         """Load and encode the four TOFU eval sets now: a missing split or an over-long item must fail before
@@ -226,7 +222,7 @@ def evaluate_now(run: UnlearnRun, out, step: int, events: EventLog, final: bool)
     cfg = run.cfg
     t0 = time.time()
     log = evaluate(run.ue.module, run.tokenizer, cfg.data, cfg.eval, zero3=run.ue.zero3)
-    retain_log = run.retain_log  # read and checked before training (UnlearnRun._check_eval_inputs)
+    retain_log = run.retain_log  # read and checked before training (UnlearnRun.__init__)
     if final:
         summary = write_eval(out, log, retain_log)
     else:

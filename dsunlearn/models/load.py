@@ -92,10 +92,14 @@ def check_model_dir(path: str | Path, trust_remote_code: bool | None = None) -> 
 
 def check_before_remote_code(name_or_path: str, trust_remote_code: bool) -> None:
     """Check a local model dir from its files before transformers reads it: with trust_remote_code,
-    AutoConfig / AutoTokenizer import the directory's own code, so a directory that is no causal LM (or
-    needs code it may not run) is refused before any of that code runs."""
+    AutoConfig / AutoTokenizer import the directory's own code (config.json's auto_map), so a directory that
+    is no causal LM, or needs code it may not run, is refused before any of that code runs."""
     p = Path(name_or_path).expanduser()
-    if (p / "config.json").is_file():
+    if not (p / "config.json").is_file():
+        return
+    # Without trust_remote_code and auto_map no code of the directory can run: load_causal_lm checks it later
+    # (importing transformers' model mapping here would cost every run seconds).
+    if trust_remote_code or '"auto_map"' in (p / "config.json").read_text(encoding="utf-8", errors="replace"):
         check_model_dir(p, trust_remote_code=trust_remote_code)
 
 
@@ -125,6 +129,21 @@ def local_model_dir(name_or_path: str) -> Path:
         raise ModelError(f"cannot find the files of '{name_or_path}' locally ({type(e).__name__}: {e})") from None
 
 
+def _generic_fast(name_or_path: str) -> bool:
+    """A local dir whose tokenizer_config.json names a plain tokenizer.json reader (what dsunlearn saves).
+
+    AutoTokenizer in transformers 5 swaps in the model type's own class for some model types whatever the file
+    says (qwen2 -> Qwen2Tokenizer, which adds `<|endoftext|>`): the loaded tokenizer would not be the saved one."""
+    from dsunlearn.models.compat import GENERIC_FAST
+
+    p = Path(name_or_path).expanduser()
+    try:
+        cls = json.loads((p / "tokenizer_config.json").read_text(encoding="utf-8")).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return cls in GENERIC_FAST and (p / "tokenizer.json").is_file()
+
+
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
@@ -133,7 +152,12 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
         raise _missing_model(name_or_path)
     check_before_remote_code(name_or_path, trust_remote_code)
     try:
-        tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        if _generic_fast(name_or_path):  # load exactly the tokenizer.json that was saved
+            from transformers import PreTrainedTokenizerFast
+
+            tok = PreTrainedTokenizerFast.from_pretrained(name_or_path)
+        else:
+            tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except Exception as e:
         raise ModelError(f"could not load a tokenizer from '{name_or_path}' ({type(e).__name__}: {e})") from None
     if tok.pad_token_id is None:  # Llama-style tokenizers ship without a pad token; padding is masked anyway
@@ -165,8 +189,9 @@ def check_vocab(model, tokenizer, where: str = "") -> None:
     if hasattr(model.get_input_embeddings().weight, "ds_shape"):  # ZeRO-3 partitioned parameter
         rows = model.get_input_embeddings().weight.ds_shape[0]
     if len(tokenizer) > rows:
+        extra = [f"{i}={tokenizer.convert_ids_to_tokens(i)!r}"[:40] for i in range(rows, min(len(tokenizer), rows + 3))]
         raise ModelError(
-            f"tokenizer{(' ' + where) if where else ''} has {len(tokenizer)} tokens but the model's embedding "
-            f"has {rows} rows: they do not belong together; leave model.tokenizer unset to use the tokenizer saved "
-            "with the model, or point it at that one"
+            f"tokenizer{(' ' + where) if where else ''} ({type(tokenizer).__name__}) has {len(tokenizer)} tokens but "
+            f"the model's embedding has {rows} rows: ids {rows}..{len(tokenizer) - 1} ({', '.join(extra)}) have no "
+            "embedding; use the tokenizer the model was trained with (model.tokenizer unset = the model's own dir)"
         )
