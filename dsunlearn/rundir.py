@@ -281,6 +281,10 @@ def check_output_dir(cfg: RunConfig, command: str, resume: bool = False) -> Path
         resolve_batch(cfg.engine, dist.world_size())
     out = Path(cfg.run.output_dir)
     decide(out, command, cfg, resume)
+    if resume and command == "unlearn":
+        from dsunlearn.engine.checkpoint import check_resume_state
+
+        check_resume_state(out)  # checksums, pickle scan, resume state: refused before any model is loaded
     return out
 
 
@@ -327,13 +331,16 @@ def release_output_dir(out: Path) -> None:
 
 
 def prepare_output_dir(cfg: RunConfig, command: str, resume: bool = False) -> Path:
-    """Create (or reuse for --resume) the run directory, locked, and write config.yaml + run.json into it."""
-    out = check_output_dir(cfg, command, resume)
+    """Create (or reuse for --resume) the run directory, locked, and write config.yaml + run.json into it.
+    Call `check_output_dir` first (before the set-up); the decision is re-made here, then under the lock."""
+    out = Path(cfg.run.output_dir)
+    decide(out, command, cfg, resume)
     msg = None
     if dist.is_main():
         try:
             claim(out, command, cfg, overwrite=cfg.run.overwrite, resume=resume)
-            dump_config(cfg, out / "config.yaml")
+            if not resume:  # a resumed run keeps the record of how it was started (same identity, checked)
+                dump_config(cfg, out / "config.yaml")
         except RunError as e:
             msg = str(e)
     msg = dist.broadcast_object(msg)

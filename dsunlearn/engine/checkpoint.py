@@ -150,13 +150,23 @@ def saved_tags(out: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if TAG_RE.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
 
 
-def load_checkpoint(run, out: Path) -> int:
-    """Restore the newest complete checkpoint into `run`; returns the number of steps already done."""
-    from dsunlearn.engine.safe_checkpoint import install_safe_loader, precheck_checkpoint
+def check_resume_state(out: Path) -> tuple[str, dict, dict[str, torch.Tensor]]:
+    """Collective, before any set-up: (tag, this rank's resume metadata, its tensors) of the newest complete
+    checkpoint, with LATEST validated, every file checked against the manifest, every DeepSpeed file's pickle
+    scanned (nothing outside the allow-list) and every rank's resume state read. Every rank raises the same
+    RunError if anything is wrong, so a bad checkpoint costs seconds, not a model load."""
+    from dsunlearn.engine.safe_checkpoint import precheck_checkpoint
 
-    tag = latest_tag(out)
-    if tag is None:
-        raise RunError(f"cannot --resume: '{out}' has no complete checkpoint (checkpoints/{LATEST} missing)")
+    problem = None
+    try:
+        tag = latest_tag(out) if dist.is_main() else None
+        if dist.is_main() and tag is None:
+            raise RunError(f"cannot --resume: '{out}' has no complete checkpoint (checkpoints/{LATEST} missing)")
+    except RunError as e:
+        problem = f"cannot --resume: {e}" if not str(e).startswith("cannot --resume") else str(e)
+    tag, problem = dist.broadcast_object((tag if problem is None else None, problem))
+    if problem:
+        raise RunError(problem)
     root = out / "checkpoints"
     verify_manifest(root / tag)
     extra_file = root / tag / extra_name(dist.rank())
@@ -176,6 +186,16 @@ def load_checkpoint(run, out: Path) -> int:
     if problem:
         raise RunError(problem)
     precheck_checkpoint(root / tag)
+    return tag, meta, tensors
+
+
+def load_checkpoint(run, out: Path) -> int:
+    """Restore the newest complete checkpoint into `run` (checked again: `check_resume_state`); returns the
+    number of steps already done."""
+    from dsunlearn.engine.safe_checkpoint import install_safe_loader
+
+    tag, meta, tensors = check_resume_state(out)
+    root = out / "checkpoints"
     install_safe_loader(run.ue.engine)
     path, client = run.ue.engine.load_checkpoint(
         str(root), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
