@@ -34,7 +34,7 @@ from dsunlearn.eval.runner import check_inputs, evaluate, write_eval
 from dsunlearn.fsutil import atomic_replace_dir, atomic_write_json
 from dsunlearn.models.load import check_vocab, load_causal_lm, load_tokenizer
 from dsunlearn.objectives.logprobs import token_logprobs
-from dsunlearn.rundir import check_output_dir, prepare_output_dir
+from dsunlearn.rundir import check_output_dir, prepare_output_dir, release_output_dir
 from dsunlearn.tracking import EventLog
 
 
@@ -218,4 +218,5 @@ def run_finetune(cfg: RunConfig, resume: bool = False) -> dict:
     if dist.is_main():
         atomic_write_json(out / "finetune.json", summary)
     events.close()
+    release_output_dir(out)  # on an error the process exits, and the kernel drops the lock with it
     return summary

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -44,7 +45,7 @@ from dsunlearn.models.load import (
     model_positions,
 )
 from dsunlearn.objectives import get_objective, get_regularizer
-from dsunlearn.rundir import check_output_dir, prepare_output_dir
+from dsunlearn.rundir import check_output_dir, prepare_output_dir, release_output_dir
 from dsunlearn.tracking import EventLog, check_tracking
 from dsunlearn.unlearn_losses import global_count, nll_loss, objective_loss, reduce_stats, regularizer_loss
 
@@ -240,9 +241,17 @@ def run_unlearn(cfg: RunConfig, resume: bool = False) -> dict:
     check_tracking(cfg)  # wandb importable and online/offline decided (bounded probe) before the run dir
     t0 = time.time()
     run = UnlearnRun(cfg)  # data, tokenizer, model, engine: any bad input fails here, before anything is written
+    # --resume: the checkpoint is read (checked, never unpickling code) before the directory is touched
+    start = load_checkpoint(run, Path(cfg.run.output_dir)) if resume else 0
     out = prepare_output_dir(cfg, "unlearn", resume=resume)
+    try:  # the run directory is locked from here until the run ends, however it ends
+        return _run_locked(run, cfg, out, t0, resume, start)
+    finally:
+        release_output_dir(out)
+
+
+def _run_locked(run: UnlearnRun, cfg: RunConfig, out, t0: float, resume: bool, start: int) -> dict:
     events = EventLog(out / "events.jsonl", cfg, job="unlearn")
-    start = load_checkpoint(run, out) if resume else 0
     events.log("resume" if resume else "start", objective=cfg.objective.name, gru=cfg.geometry.gru,
                steps=run.steps, from_step=start, world=run.world,
                zero_stage=run.ue.engine.zero_optimization_stage())  # fmt: skip
@@ -288,8 +297,12 @@ def _loop(run: UnlearnRun, cfg: RunConfig, out, events: EventLog, bar, last: dic
 
 def _finish(run: UnlearnRun, cfg: RunConfig, out, events: EventLog, t0: float, last: dict) -> dict:
     """Save the model and the final deltas, evaluate, close the log; the run's summary."""
-    if not (out / "model").exists():
-        save_hf_model(run.ue.module, out / "model", tokenizer=run.tokenizer, zero3=run.ue.zero3)
+    # A model/ already here is this run's own (the directory is locked and its marker is ours): a --resume after
+    # a crash past this point. Replace it: the weights now in the engine are the ones this run ends with.
+    if dist.is_main() and (out / "model").is_dir():
+        shutil.rmtree(out / "model")
+    dist.barrier()
+    save_hf_model(run.ue.module, out / "model", tokenizer=run.tokenizer, zero3=run.ue.zero3)
     _save_final_delta(run, out)
     summary = evaluate_now(run, out, run.steps, events, final=True) if cfg.eval.at_end else {}
     if cfg.tracking.log_model:

@@ -63,6 +63,22 @@ def _remove_old_logs(eval_dir: Path) -> None:
         (eval_dir / name).unlink(missing_ok=True)
 
 
+def _check_eval_output(eval_dir: Path, model_dir: Path, cfg, args) -> None:
+    """The eval files go into none of the inputs (the model, its tokenizer, the data, the retain log)."""
+    from dsunlearn.path_guard import check_outputs, check_writable, local_inputs
+
+    check_writable(eval_dir, "--output-dir")
+    inputs = local_inputs(
+        {
+            "--model": str(model_dir),
+            "model.tokenizer": cfg.model.tokenizer,
+            "data.path": cfg.data.path if cfg.data.source == "local" else None,
+            "--retain-log": args.retain_log or cfg.eval.retain_log,
+        }
+    )
+    check_outputs({"--output-dir (its eval/)": eval_dir}, inputs, replaces=bool(args.overwrite))
+
+
 def _from_model(args) -> int:
     from dsunlearn import dist
     from dsunlearn.config_bounds import check_generation_fits
@@ -76,6 +92,7 @@ def _from_model(args) -> int:
     check_model_dir(model_dir, cfg.model.trust_remote_code)  # remote code needs model.trust_remote_code
     out = Path(args.output_dir) if args.output_dir else model_dir.resolve().parent
     eval_dir = out / "eval"
+    _check_eval_output(eval_dir, model_dir, cfg, args)
     if eval_dir.exists() and (not eval_dir.is_dir() or any(eval_dir.iterdir())) and not args.overwrite:
         raise RunError(f"'{eval_dir}' already exists; pass --overwrite to replace it or choose another --output-dir")
     retain_path = args.retain_log or cfg.eval.retain_log
