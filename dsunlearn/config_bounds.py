@@ -42,6 +42,7 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "objective.beta": (1e-6, 1e4, "inverse temperature; 2/beta and beta x log-ratio overflow outside it"),
     "objective.alpha": (0.0, 100.0, "a power on probabilities in [0, 1]: p^100 is already 0 in fp32"),
     "objective.delta": (-1e4, 1e4, "a margin on per-token log-probabilities"),
+    "engine.zero_stage": (0, 3, "DeepSpeed ZeRO stages"),
     "engine.lr": (0.0, 1e30, "larger values overflow the fp32 optimizer step"),
     "engine.weight_decay": (0.0, 1e4, "AdamW decay coefficient"),
     "engine.warmup_ratio": (0.0, 1.0, "a fraction of the steps"),
