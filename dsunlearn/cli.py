@@ -12,6 +12,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -64,11 +65,45 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except BrokenPipeError:  # output piped into `head` and closed: not an error
         return 0
+    except Exception as e:
+        msg = storage_message(e)
+        if msg is None or args.debug:
+            raise
+        rank = os.environ.get("RANK", "0")
+        prefix = "" if rank == "0" else f"[rank {rank}] "
+        print(f"{prefix}dsunlearn {args.command}: error: {msg}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
         _shutdown_process_group()
+
+
+# The storage said no: nothing the code can fix, one line for the user. Writers are atomic (fsutil.py): what
+# was published before stays whole, the half-written temporary file is never published.
+STORAGE_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                  errno.EFBIG: "file size limit exceeded", errno.EROFS: "read-only file system"}  # fmt: skip
+
+
+def storage_message(e: BaseException) -> str | None:
+    """The one-line message for a write the storage refused (OSError, or the same wrapped by safetensors'
+    Rust writer as "os error N", or torch.save's "PytorchStreamWriter failed writing"), else None."""
+    import re
+
+    code, where = None, ""
+    if isinstance(e, OSError):
+        code, where = e.errno, f" while writing '{e.filename}'" if e.filename else ""
+    elif (m := re.search(r"os error (\d+)", str(e))) is not None:
+        code = int(m.group(1))
+    elif "PytorchStreamWriter failed writing" in str(e):
+        code = errno.ENOSPC  # torch reports no errno; a full or failing disk is what it means in practice
+    if code not in STORAGE_ERRORS:
+        return None
+    return (
+        f"{STORAGE_ERRORS[code]}{where}; files already published are intact (writes are atomic): free space or "
+        "choose another output location, then rerun (or --resume from the last checkpoint)"
+    )
 
 
 def _shutdown_process_group() -> None:

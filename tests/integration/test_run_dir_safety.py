@@ -365,3 +365,19 @@ def test_marker_and_lock_of_a_fresh_run(runs):
     m = read_marker(runs["finished"])
     assert m is not None and m["kind"] == "unlearn" and len(m["id"]) == 32
     assert os.path.getsize(runs["finished"] / ".dsunlearn.lock") == 0
+
+
+def test_disk_full_during_the_final_save_is_one_line_and_publishes_nothing_half(runs, tmp_path):
+    """A full disk (here: a file-size limit, which the kernel reports as EFBIG) while the model is written."""
+    import resource
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "dsunlearn", *base_args(runs["model"], out, "run.save_every=0", "engine.max_steps=1")]
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))  # the tiny model's weights are ~136 kB
+
+    r = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, preexec_fn=limit, timeout=600)
+    line = error_line(r, "unlearn")
+    assert_words(line, ["file size limit exceeded", "intact", "free space"])
+    assert not (out / "model").exists() and not (out / "delta").exists()
