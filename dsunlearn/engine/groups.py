@@ -2,17 +2,29 @@
 
 The G-effect is reported per layer group (METHODS.md): `embed`, `layers.0` .. `layers.{L-1}`, `norm` (the final
 norm), `lm_head`. Names are matched by their module components, so any prefix works (`model.`, `transformer.`,
-`gpt_neox.`, `model.decoder.`, `model.language_model.`, ...):
+`gpt_neox.`, `model.decoder.`, `model.language_model.`, `backbone.`, ...). The rules below are checked in
+order; tests/unit/test_groups_all_archs.py checks them against the structure of every causal LM transformers
+ships (decoder-layer ModuleList, input/output embeddings, and which modules run before the first layer or after
+the last one), built tiny on the meta device.
 
-| group      | matched component(s)                                                                  |
-|------------|---------------------------------------------------------------------------------------|
-| `layers.N` | `layers.N`, `h.N`, `blocks.N`, `layer.N` anywhere in the name (checked first, so the    |
-|            | per-layer norms and embeddings inside a block stay in that block)                      |
-| `lm_head`  | `lm_head`, `embed_out` (GPT-NeoX)                                                     |
-| `embed`    | `embed_tokens`, `wte`, `wpe`, `embed_in`, `embed_positions`, `word_embeddings`,        |
-|            | `position_embeddings`                                                                 |
-| `norm`     | `norm`, `ln_f`, `final_layer_norm`, `final_layernorm`, `final_norm`                   |
-| `other`    | anything else (e.g. OPT-350m's `project_in`/`project_out`); reported as its own group |
+| group      | matched component(s)                                                                        |
+|------------|---------------------------------------------------------------------------------------------|
+| `layers.N` | `layers.N`, `h.N`, `blocks.N`, `layer.N`, XLM's `attentions.N`/`ffns.N`/`layer_norm1.N`/... |
+|            | (checked first, so the norms and embeddings inside a block stay in that block)              |
+| `lm_head`  | `lm_head` (and all of it: RoBERTa's `lm_head.dense`/`layer_norm`), `embed_out` (GPT-NeoX),  |
+|            | `cls` (BERT's `cls.predictions.*`), `lm_loss` (XLNet), `pred_layer` (XLM), `generator_*`    |
+|            | (ELECTRA), a first component `output` (GIT) or `decoder` (ModernBERT): the whole head      |
+| `norm`     | `embedding_norm` (LFM2 applies it after the last layer, despite its name)                   |
+| `embed`    | any component containing `emb` (`embed_tokens`, `embed_in`, `word_embeddings`,              |
+|            | Bloom's `word_embeddings_layernorm`, BERT's `embeddings.LayerNorm`, `layernorm_embedding`),   |
+|            | `wte`, `wpe`, CTRL's `w`, OPT's `project_in`, CPM-Ant's `position_bias` (all that runs      |
+|            | before the first layer)                                                                     |
+| `norm`     | `norm`, `norm_f` (MPT, Mamba), `ln_f`, `final_layer_norm`, `final_layernorm`, `final_norm`,  |
+|            | `layer_norm`/`layernorm`/`LayerNorm`/`ln` outside the blocks, `output_layernorm`            |
+| `other`    | anything else (e.g. OPT-350m's `project_out`); reported as its own group                    |
+
+Why names and not the module tree: the shard layout is built from names on every rank and offline (the
+offline G-effect), where only names are at hand; structure decides the expected groups in the test.
 
 Tied embeddings: `model.named_parameters()` yields a tied weight once, under its first name (the input
 embedding), so it lands in `embed` and is counted once; `lm_head` then has no parameters and does not appear.
@@ -29,10 +41,15 @@ LM_HEAD = "lm_head"
 OTHER = "other"
 
 # `layers.12.` / `h.3.` / `blocks.0.` as whole components; the first match wins (outermost block index).
-_LAYER_RE = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)(?:\.|$)")
-_HEAD = {"lm_head", "embed_out"}
-_EMBED = {"embed_tokens", "wte", "wpe", "embed_in", "embed_positions", "word_embeddings", "position_embeddings"}
-_NORM = {"norm", "ln_f", "final_layer_norm", "final_layernorm", "final_norm"}
+_LAYER_RE = re.compile(
+    r"(?:^|\.)(?:layers|h|blocks|layer|attentions|ffns|layer_norm1|layer_norm2|layer_norm15)\.(\d+)(?:\.|$)"
+)
+_HEAD = {"lm_head", "embed_out", "cls", "lm_loss", "generator_lm_head", "generator_predictions", "pred_layer"}
+_TOP_HEAD = {"output", "decoder"}  # as the first component only (GIT's `output`, ModernBERT's `decoder`)
+_LATE_NORM = {"embedding_norm"}
+_EMBED = {"wte", "wpe", "w", "project_in", "position_bias"}
+_NORM = {"norm", "norm_f", "ln_f", "final_layer_norm", "final_layernorm", "final_norm", "layer_norm", "layernorm",
+         "LayerNorm", "ln", "output_layernorm"}  # fmt: skip
 
 
 def group_of(name: str) -> str:
@@ -42,9 +59,11 @@ def group_of(name: str) -> str:
         return f"layers.{int(m.group(1))}"
     # Only module components count, not the trailing `weight`/`bias`: a parameter called `norm` stays `other`.
     components = name.split(".")[:-1]
-    if any(c in _HEAD for c in components):
+    if any(c in _HEAD for c in components) or (components[:1] and components[0] in _TOP_HEAD):
         return LM_HEAD
-    if any(c in _EMBED for c in components):
+    if any(c in _LATE_NORM for c in components):
+        return NORM
+    if any(c in _EMBED or "emb" in c.lower() for c in components):
         return EMBED
     if any(c in _NORM for c in components):
         return NORM

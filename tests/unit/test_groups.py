@@ -102,7 +102,11 @@ def test_block_internals_stay_in_their_block():
         ("lm_head.bias", "lm_head"),
         ("embed_out.weight", "lm_head"),
         ("model.language_model.layers.0.mlp.up_proj.weight", "layers.0"),
-        ("model.decoder.project_in.weight", "other"),
+        ("model.decoder.project_in.weight", "embed"),  # runs before the first layer (OPT-350m)
+        ("model.decoder.project_out.weight", "other"),
+        ("transformer.norm_f.weight", "norm"),  # MPT
+        ("transformer.word_embeddings_layernorm.weight", "embed"),  # Bloom
+        ("model.embedding_norm.weight", "norm"),  # LFM2: applied after the last layer
         ("score.weight", "other"),
     ],
 )
