@@ -70,8 +70,8 @@ class UnlearnRun:
         self.spec = get_objective(o.name)
         self.params = self.spec.resolve({"beta": o.beta, "alpha": o.alpha, "delta": o.delta})
         self.reg, self.reg_params = retain_regularizer(cfg)
-        # What needs neither tokenizer nor model is read first: a bad DeepSpeed JSON, data file, generation
-        # cap or retain log fails in a second, before transformers is imported.
+        # What needs neither tokenizer nor model is read first: a bad DeepSpeed JSON or data file fails in a
+        # second, before transformers is imported.
         build_ds_config(cfg.engine, self.world)
         forget_items, retain_items = load_split(d, d.forget_split), load_split(d, d.retain_split)
         micro, self.accum, gb = resolve_batch(cfg.engine, self.world)
@@ -79,13 +79,13 @@ class UnlearnRun:
                               what=f"the forget split '{d.forget_split}'")  # fmt: skip
         self.rs = BatchStream(len(retain_items), gb, micro, self.world, seed=cfg.run.seed + 1,
                               what=f"the retain split '{d.retain_split}'")  # fmt: skip
-        evaluates = cfg.eval.at_end or cfg.eval.every_steps
-        self.retain_log = check_retain_log(cfg.eval.retain_log, cfg) if evaluates and cfg.eval.retain_log else None
         check_before_remote_code(cfg.model.name_or_path, cfg.model.trust_remote_code)
         self.tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.trust_remote_code)
-        if evaluates:  # the path is valid now (the tokenizer loaded): its config.json bounds generation
+        evaluates = cfg.eval.at_end or cfg.eval.every_steps
+        if evaluates:  # the model path is valid now (its tokenizer loaded): its config.json bounds generation
             name = cfg.model.name_or_path
             check_generation_fits(cfg.eval, model_positions(local_model_dir(name)), f"model.name_or_path '{name}'")
+        self.retain_log = check_retain_log(cfg.eval.retain_log, cfg) if evaluates and cfg.eval.retain_log else None
         self.pad = pad_id_of(self.tokenizer)
         self.forget = encode_items(self.tokenizer, forget_items, d, split=d.forget_split)
         self.retain = encode_items(self.tokenizer, retain_items, d, split=d.retain_split)
