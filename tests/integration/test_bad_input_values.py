@@ -30,6 +30,8 @@ from test_bad_input import (
     write_tofu_dir,
 )
 
+pytestmark = pytest.mark.slow  # ~50 s on 2 cores: 20 subprocesses, two at a time
+
 # 9 levels of 9 aliases under one key: ~400 bytes that stand for 9^9 (387 million) strings once expanded.
 _LEVELS = ["&a [" + ", ".join(["lol"] * 9) + "]"] + [
     f"&{k} [" + ", ".join([f"*{p}"] * 9) + "]" for p, k in zip("abcdefgh", "bcdefghi", strict=True)
