@@ -43,14 +43,20 @@ def check_outputs(
         for ilabel, i in ins.items():
             if o == i or (i.is_dir() and o.is_relative_to(i)):
                 raise RunError(
-                    f"{olabel} '{raw}' is inside the input {ilabel} '{i}'; dsunlearn never writes into what it "
-                    f"reads: choose a {olabel} outside it"
+                    f"{olabel} '{raw}' is inside the input {_kind(ilabel, i)} '{i}' ({ilabel}); inputs are only ever "
+                    f"read, dsunlearn never writes into them: choose a {olabel} outside it"
                 )
             if replaces and i.is_relative_to(o):
                 raise RunError(
-                    f"refusing to replace {olabel} '{raw}': it holds the input {ilabel} '{i}', which replacing it "
-                    f"would delete; choose another {olabel} (or move the input out first)"
+                    f"refusing --overwrite of '{raw}': it holds the input {ilabel}='{i}', which replacing it would "
+                    f"delete; choose another {olabel} (or move the input out first)"
                 )
+
+
+def _kind(label: str, path: Path) -> str:
+    if not path.is_dir():
+        return "file"
+    return "model directory" if any(w in label for w in ("model", "original", "tokenizer")) else "directory"
 
 
 def check_writable(path: str | os.PathLike, label: str) -> None:

@@ -152,8 +152,13 @@ def _config_diff(out: Path, cfg: RunConfig) -> str:
     a, b = flat(old), flat(config_to_dict(cfg))
     skip = ("run.overwrite", "run.output_dir")
     keys = [k for k in sorted(set(a) | set(b)) if k not in skip and a.get(k) != b.get(k)]
-    shown = ", ".join(f"{k}: {str(a.get(k))[:40]!r} -> {str(b.get(k))[:40]!r}" for k in keys[:3])
+    shown = ", ".join(f"{k}: {_short(a.get(k))} -> {_short(b.get(k))}" for k in keys[:3])
     return shown + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
+
+
+def _short(v, n: int = 40) -> str:
+    r = repr(v)
+    return r if len(r) <= n else r[: n - 3] + "..."
 
 
 def _resume_problem(out: Path, command: str, cfg: RunConfig) -> str | None:

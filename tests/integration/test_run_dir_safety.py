@@ -272,7 +272,9 @@ def test_eval_output_inside_the_model_is_refused(runs, tmp_path):
         b = pool.submit(cli, "eval", "--model", model, *SMALL, "--output-dir", link / "sub")
         results = [a.result(), b.result()]
     for r in results:
-        refused(r, "eval", ["inside the input --model", "never writes into"], before, snapshot(model))
+        refused(
+            r, "eval", ["inside the input model directory", "(--model)", "never writes into"], before, snapshot(model)
+        )
 
 
 def test_extrapolate_output_inside_the_original_is_refused(runs, tmp_path):
@@ -286,8 +288,8 @@ def test_extrapolate_output_inside_the_original_is_refused(runs, tmp_path):
         b = pool.submit(cli, "extrapolate", "--run", out, "--alpha", "1", "--original", original,
                         "--output-dir", out / "delta" / "x")  # fmt: skip
         ra, rb = a.result(), b.result()
-    refused(ra, "extrapolate", ["inside the input --original"])
-    refused(rb, "extrapolate", ["inside the input the run's delta shards"])
+    refused(ra, "extrapolate", ["inside the input model directory", "(--original)"])
+    refused(rb, "extrapolate", ["inside the input directory", "(the run's delta shards)"])
     assert (snapshot(original), snapshot(out)) == before
 
 
