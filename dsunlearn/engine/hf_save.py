@@ -58,8 +58,8 @@ def _chunks(named: list[tuple[str, torch.Tensor]], chunk_bytes: int):
 
 def saved_tensors(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
     """(in-memory name, tensor) of everything a checkpoint holds: parameters once each, persistent buffers."""
-    named = list(module.named_parameters())
-    return named + [(n, b) for n, b in module.named_buffers() if n in module.state_dict()]
+    named, keys = list(module.named_parameters()), set(module.state_dict())
+    return named + [(n, b) for n, b in module.named_buffers() if n in keys]
 
 
 def file_tensors(module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -41,7 +41,9 @@ from dsunlearn.fsutil import atomic_replace_dir
 # UIPE's useful range is alpha of order 1 (the paper sweeps 0..~10); beyond 100 the delta outweighs theta_o a
 # hundredfold and the result is no longer a model near the unlearned one.
 ALPHA_MAX = 100.0
-TOKENIZER_FILES = ("special_tokens_map.json", "chat_template.jinja")
+# Besides every file with "token" in its name (tokenizer.json, tokenizer_config.json, tokenizer.model, ...).
+TOKENIZER_FILES = ("special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt", "vocab.txt",
+                   "spiece.model", "sentencepiece.bpe.model")  # fmt: skip
 
 
 def _extrapolate_tensor(
