@@ -3,7 +3,8 @@
 transformers 5 writes keys 4.4x does not read, and drops keys 4.4x needs:
 
 - `config.json`: 5.x writes `dtype` and `rope_parameters: {rope_theta, ...}`; added: `torch_dtype`, top-level
-  `rope_theta`, `partial_rotary_factor` and (non-default RoPE types only) `rope_scaling`.
+  `rope_theta`, `partial_rotary_factor` and (non-default RoPE types only) `rope_scaling`; GPT-NeoX's
+  `rotary_emb_base`/`rotary_pct` (4.4x ignores the generic names there).
 - `tokenizer_config.json`: 5.x writes `tokenizer_class: TokenizersBackend` (a class 4.4x does not have) and
   the chat template only to `chat_template.jinja` (4.4x reads it from the config); written:
   `tokenizer_class: PreTrainedTokenizerFast` (reads `tokenizer.json` as is, in both) and `chat_template`.
@@ -36,6 +37,9 @@ def legacy_config(path: str | Path) -> None:
             d.setdefault("rope_theta", rope["rope_theta"])
             if "partial_rotary_factor" in rope:
                 d.setdefault("partial_rotary_factor", rope["partial_rotary_factor"])
+            if d.get("model_type") == "gpt_neox":  # 4.4x GPTNeoXConfig's own spellings
+                d.setdefault("rotary_emb_base", rope["rope_theta"])
+                d.setdefault("rotary_pct", rope.get("partial_rotary_factor", 0.25))
             if rope.get("rope_type", "default") != "default":
                 d.setdefault("rope_scaling", {k: v for k, v in rope.items() if k != "rope_theta"})
         for v in d.values():
