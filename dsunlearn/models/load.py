@@ -193,5 +193,6 @@ def check_vocab(model, tokenizer, where: str = "") -> None:
         raise ModelError(
             f"tokenizer{(' ' + where) if where else ''} ({type(tokenizer).__name__}) has {len(tokenizer)} tokens but "
             f"the model's embedding has {rows} rows: ids {rows}..{len(tokenizer) - 1} ({', '.join(extra)}) have no "
-            "embedding; use the tokenizer the model was trained with (model.tokenizer unset = the model's own dir)"
+            "embedding, they do not belong together: use the tokenizer the model was trained with (model.tokenizer "
+            "unset = the one saved with the model)"
         )
