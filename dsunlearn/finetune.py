@@ -85,13 +85,14 @@ def prepare_base(cfg: RunConfig, out: Path, tokenizer) -> str:
         return cfg.model.name_or_path
     base = out / "base" / "model"
     if dist.is_main() and not base.exists():
+        from dsunlearn.engine.hf_save import save_tokenizer
         from dsunlearn.models.tiny import build_tiny_model
 
         model = build_tiny_model(cfg.model.tiny, tokenizer, seed=cfg.run.seed)
         tmp = base.with_name(".model.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp)  # a plain module on rank 0 alone: no collective save here
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)  # the files transformers 4.4x loads too
         atomic_replace_dir(tmp, base)
     dist.barrier()
     return str(base)
