@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 
 from dsunlearn import dist
-from dsunlearn.errors import RunError
 from dsunlearn.fsutil import atomic_write_json, atomic_write_text
 from dsunlearn.path_guard import check_writable
-from dsunlearn.rundir import claim, foreign_entry, read_marker, record_files, release_output_dir
+from dsunlearn.rundir import claim, foreign_entry, on_main, read_marker, record_files, release_output_dir
 from dsunlearn.runlock import LOCK_FILE
 
 RUNS = [("ga", False), ("ga", True), ("graddiff", False), ("graddiff", True), ("npo", False), ("npo", True),
@@ -80,30 +79,25 @@ def _claim_demo_dir(out: Path, overwrite: bool) -> None:
     """The demo directory is a run of kind `demo` (rundir.py): refused if it holds anything dsunlearn did not
     write (a user's own report.md included), locked for the demo's life, its old contents removed on
     --overwrite only after that check."""
-    msg = None
-    if dist.is_main():
-        try:
-            check_writable(out, "--output-dir")
-            marker = read_marker(out) if out.is_dir() else None
-            if out.exists() and not out.is_dir():
-                msg = f"--output-dir '{out}' is a file; choose a directory"
-            elif out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
-                if marker is None or marker["kind"] != "demo":
-                    msg = (f"'{out}' exists and is not a dsunlearn demo; dsunlearn never deletes it, even with "
-                           "--overwrite: choose another --output-dir")  # fmt: skip
-                elif not overwrite:
-                    msg = f"'{out}' holds a demo; pass --overwrite to replace it, or choose --output-dir"
-                elif (foreign := foreign_entry(out, "demo")) is not None:
-                    msg = (f"refusing --overwrite of '{out}': '{foreign}' is not something dsunlearn wrote there; "
-                           "move it out, or choose another --output-dir")  # fmt: skip
-            if msg is None:
-                claim(out, "demo", None, overwrite=overwrite, resume=False)
-        except RunError as e:
-            msg = str(e)
-    msg = dist.broadcast_object(msg)
-    if msg:
-        raise RunError(msg)
-    dist.barrier()
+
+    def claim_it():
+        check_writable(out, "--output-dir")
+        if out.exists() and not out.is_dir():
+            return f"--output-dir '{out}' is a file; choose a directory"
+        if out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
+            marker = read_marker(out)
+            if marker is None or marker["kind"] != "demo":
+                return (f"'{out}' exists and is not a dsunlearn demo; dsunlearn never deletes it, even with "
+                        "--overwrite: choose another --output-dir")  # fmt: skip
+            if not overwrite:
+                return f"'{out}' holds a demo; pass --overwrite to replace it, or choose --output-dir"
+            if (foreign := foreign_entry(out, "demo")) is not None:
+                return (f"refusing --overwrite of '{out}': '{foreign}' is not something dsunlearn wrote there; "
+                        "move it out, or choose another --output-dir")  # fmt: skip
+        claim(out, "demo", None, overwrite=overwrite, resume=False)
+        return None
+
+    on_main(claim_it)
 
 
 def _run_demo(out: Path, quick: bool, world: int) -> dict:

@@ -58,8 +58,8 @@ def find_states(run_dir: Path) -> list[tuple[int, Path | None]]:
             continue
         if d.name[4:].isdigit() and tag_of(int(d.name[4:])) == d.name and (d / "delta").is_dir():
             states[int(d.name[4:])] = d / "delta"
-    if (run_dir / "delta").is_dir():
-        states[_final_step(run_dir)] = run_dir / "delta"
+    if (run_dir / "delta").is_dir() and not (run_dir / "delta").is_symlink():
+        states[_final_step(run_dir, max(states, default=0))] = run_dir / "delta"
     if not states:
         raise RunError(
             f"'{run_dir}' has no saved weights to analyse (no checkpoints/step*/delta, no delta/); "
@@ -68,19 +68,31 @@ def find_states(run_dir: Path) -> list[tuple[int, Path | None]]:
     return [(0, None)] + sorted(states.items())
 
 
-def _final_step(run_dir: Path) -> int:
-    """Steps of the run that wrote `delta/`: the last start/resume/done event's `steps`."""
+def _final_step(run_dir: Path, after: int) -> int:
+    """Steps of the run that wrote `delta/`: the last start/resume/done event's `steps` (an int in
+    (after, 10**9], `after` = the newest checkpoint's step). events.jsonl is untrusted text: unreadable lines are
+    skipped, and a missing or impossible count is a one-line RunError."""
     steps = None
     events = run_dir / "events.jsonl"
-    for line in events.read_text().splitlines() if events.is_file() else []:
+    try:
+        lines = events.read_bytes()[: 1 << 28].decode("utf-8", "replace").splitlines() if events.is_file() else []
+    except OSError:
+        lines = []
+    for line in lines:
         try:
             ev = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash
-        if ev.get("event") in ("start", "resume", "done") and isinstance(ev.get("steps"), int):
-            steps = ev["steps"]
+        except (ValueError, RecursionError):
+            continue  # a line cut by a crash, or garbage
+        if isinstance(ev, dict) and ev.get("event") in ("start", "resume", "done"):
+            if isinstance(ev.get("steps"), int) and not isinstance(ev["steps"], bool):
+                steps = ev["steps"]
     if steps is None:
         raise RunError(f"'{run_dir}/events.jsonl' does not say how many steps the run made (no start/done event)")
+    if not after < steps <= 10**9:
+        raise RunError(
+            f"'{run_dir}/events.jsonl' says the run made {steps} steps, which cannot be: its newest checkpoint is at "
+            f"step {after}; the file was damaged or edited: restore it or analyse the checkpoints only"
+        )
     return steps
 
 
@@ -190,6 +202,33 @@ def _on_main(fn, *args):
         raise RunError(err)
 
 
+GEFFECT_KIND = "dsunlearn-geffect"
+
+
+def _is_geffect_output(path: Path) -> bool:
+    """Whether `path` is a G-effect JSON this command wrote (then it, and its PNG, may be replaced)."""
+    try:
+        if path.stat().st_size > 1 << 26:
+            return False
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    return isinstance(d, dict) and (d.get("kind") == GEFFECT_KIND or {"run", "original", "steps"} <= set(d))
+
+
+def check_output_file(out: Path, run_dir: Path, orig_dir: Path, delta: Path) -> None:
+    """`--output` (and the PNG beside it) replaces only an earlier G-effect output, never another file; not
+    through a symlink inside the run; not inside an input."""
+    from dsunlearn.path_guard import check_new_file, check_no_links, check_outputs, check_writable
+
+    check_writable(out.parent, "--output")
+    check_no_links(run_dir, out.parent, "--output")
+    check_outputs({"--output": out}, {"--original": orig_dir, "the run's delta shards": delta})
+    check_new_file(out, "--output", _is_geffect_output)
+    ours = out.is_file() and _is_geffect_output(out)
+    check_new_file(out.with_suffix(".png"), "--output's PNG", lambda _: ours)
+
+
 def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=None, original=None) -> dict:
     """Compute the offline G-effect of every saved state of `run_dir`; write the JSON (+ PNG) on rank 0.
 
@@ -200,7 +239,6 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
     from dsunlearn.geometry.uipe import extrapolate
     from dsunlearn.models.load import load_tokenizer, local_model_dir
     from dsunlearn.objectives import get_objective
-    from dsunlearn.path_guard import check_outputs, check_writable
     from dsunlearn.rundir import run_config
 
     run_dir = Path(run_dir)
@@ -211,8 +249,7 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
     cfg = run_config(run_dir)
     orig_dir = Path(original) if original else local_model_dir(cfg.model.name_or_path)
     out = Path(output) if output else run_dir / "geffect" / "geffect.json"
-    check_writable(out.parent, "--output")
-    check_outputs({"--output": out}, {"--original": orig_dir, "the run's delta shards": states[1][1]})
+    check_output_file(out, run_dir, orig_dir, states[1][1])
     want = read_delta_meta(states[1][1])[0]["original_hash"]
     got = dist.broadcast_object(model_hash(orig_dir) if dist.is_main() else None)
     if got != want:
@@ -266,6 +303,7 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
         if dist.is_main():
             shutil.rmtree(tmp_root, ignore_errors=True)
     result = {
+        "kind": GEFFECT_KIND,
         "run": str(run_dir),
         "original": str(orig_dir),
         "objective": spec.name,

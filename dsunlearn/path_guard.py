@@ -80,3 +80,33 @@ def check_writable(path: str | os.PathLike, label: str) -> None:
         raise RunError(
             f"{label} '{path}' is not writable ('{target}': permission denied); choose a location you can write"
         )
+
+
+def check_no_links(root: str | os.PathLike, out: str | os.PathLike, label: str) -> None:
+    """RunError if a directory between `root` (a run directory) and the output `out` below it is a symlink:
+    a link planted inside a run must not send dsunlearn's writes somewhere else."""
+    root, out = Path(root).expanduser().absolute(), Path(out).expanduser().absolute()
+    if not out.is_relative_to(root):
+        return
+    p = root
+    for part in out.relative_to(root).parts:
+        p = p / part
+        if p.is_symlink():
+            raise RunError(
+                f"{label} '{out}' goes through '{p}', a symlink inside the run directory (to '{os.readlink(p)}'); "
+                "dsunlearn writes a run's outputs only into the run itself: remove the link"
+            )
+
+
+def check_new_file(path: str | os.PathLike, label: str, replaceable=None) -> None:
+    """RunError if `path` exists and is not a file dsunlearn may replace (`replaceable(path) -> bool`, e.g. its
+    own earlier output): an output flag must never overwrite somebody's file."""
+    p = Path(path).expanduser()
+    if not (p.exists() or p.is_symlink()):
+        return
+    if p.is_file() and not p.is_symlink() and replaceable is not None and replaceable(p):
+        return
+    raise RunError(
+        f"{label} '{path}' already exists and is not an earlier output of this command; dsunlearn never replaces "
+        f"a file it did not write: choose a new {label} path (or remove the file yourself)"
+    )

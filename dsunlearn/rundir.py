@@ -257,19 +257,33 @@ def _decide(out: Path, command: str, cfg: RunConfig, resume: bool) -> str | None
     return None
 
 
-def decide(out: Path, command: str, cfg: RunConfig, resume: bool) -> None:
-    """Rank 0 decides whether `out` may be used; every rank raises the same RunError if not."""
+def on_main(fn) -> None:
+    """Run `fn()` on rank 0 (it returns an error message or None, or raises RunError); every rank then raises
+    the same RunError, or none does. Then barrier: rank 0's writes are done before anyone goes on."""
     msg = None
     if dist.is_main():
         try:
-            msg = _decide(out, command, cfg, resume)
+            msg = fn()
         except RunError as e:
             msg = str(e)
     msg = dist.broadcast_object(msg)
-    if msg == "resume-missing":
-        msg = f"cannot --resume: '{out}' does not exist; start the run without --resume"
     if msg:
         raise RunError(msg)
+    dist.barrier()
+
+
+def decide(out: Path, command: str, cfg: RunConfig, resume: bool) -> None:
+    """Rank 0 decides whether `out` may be used; every rank raises the same RunError if not."""
+
+    def why_not():
+        msg = _decide(out, command, cfg, resume)
+        return (
+            f"cannot --resume: '{out}' does not exist; start the run without --resume"
+            if msg == "resume-missing"
+            else msg
+        )
+
+    on_main(why_not)
 
 
 def check_output_dir(cfg: RunConfig, command: str, resume: bool = False) -> Path:
@@ -340,18 +354,13 @@ def prepare_output_dir(cfg: RunConfig, command: str, resume: bool = False) -> Pa
     Call `check_output_dir` first (before the set-up); the decision is re-made here, then under the lock."""
     out = Path(cfg.run.output_dir)
     decide(out, command, cfg, resume)
-    msg = None
-    if dist.is_main():
-        try:
-            claim(out, command, cfg, overwrite=cfg.run.overwrite, resume=resume)
-            if not resume:  # a resumed run keeps the record of how it was started (same identity, checked)
-                dump_config(cfg, out / "config.yaml")
-        except RunError as e:
-            msg = str(e)
-    msg = dist.broadcast_object(msg)
-    if msg:
-        raise RunError(msg)
-    dist.barrier()
+
+    def create():
+        claim(out, command, cfg, overwrite=cfg.run.overwrite, resume=resume)
+        if not resume:  # a resumed run keeps the record of how it was started (same identity, checked)
+            dump_config(cfg, out / "config.yaml")
+
+    on_main(create)
     return out
 
 

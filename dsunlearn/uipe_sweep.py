@@ -10,11 +10,14 @@ under `<run>/uipe/alpha_<a>/`.
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 from dsunlearn import dist
 from dsunlearn.errors import RunError
 from dsunlearn.fsutil import atomic_write_json, atomic_write_text
+
+MAX_ALPHAS = 32  # each alpha is a full model on disk plus an evaluation
 
 
 def parse_alphas(text: str) -> list[float]:
@@ -23,7 +26,16 @@ def parse_alphas(text: str) -> list[float]:
     except ValueError:
         raise RunError(f"--sweep '{text}' is not a comma-separated list of numbers, e.g. --sweep 0,0.5,1,2") from None
     if not alphas or not all(math.isfinite(a) for a in alphas):
-        raise RunError(f"--sweep '{text}' needs finite numbers, e.g. --sweep 0,0.5,1,2")
+        raise RunError(f"--sweep '{text[:80]}' needs finite numbers, e.g. --sweep 0,0.5,1,2")
+    from dsunlearn.geometry.uipe import ALPHA_MAX
+
+    if any(abs(a) > ALPHA_MAX for a in alphas):
+        raise RunError(f"--sweep '{text[:80]}': every alpha must lie in [-{ALPHA_MAX:g}, {ALPHA_MAX:g}]")
+    if len(set(alphas)) > MAX_ALPHAS:
+        raise RunError(
+            f"--sweep lists {len(set(alphas))} alphas; each one writes and evaluates a whole model: give at most "
+            f"{MAX_ALPHAS} (e.g. --sweep 0.25,0.5,1,2)"
+        )
     return sorted(set([0.0] + alphas))
 
 
@@ -50,7 +62,15 @@ def _table(rows: list[dict], selected: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sweep(run_dir: Path, original: Path, delta: Path, alphas: list[float], retain_log: str, rho: float = 0.9) -> dict:
+def sweep_root(run_dir: Path, checkpoint: str | None = None) -> Path:
+    """Where a sweep writes: `<run>/uipe` for the final delta, `<run>/uipe/<tag>` for a checkpoint's."""
+    return run_dir / "uipe" / checkpoint if checkpoint else run_dir / "uipe"
+
+
+def sweep(
+    run_dir: Path, original: Path, delta: Path, alphas: list[float], retain_log: str, rho: float = 0.9,
+    checkpoint: str | None = None,
+) -> dict:  # fmt: skip
     """Evaluate theta(alpha) for each alpha (0 added), select one, write sweep.{json,md,png}. Returns the result."""
     from dsunlearn.eval.runner import evaluate_saved, write_eval
     from dsunlearn.geometry.uipe import extrapolate
@@ -61,9 +81,16 @@ def sweep(run_dir: Path, original: Path, delta: Path, alphas: list[float], retai
     cfg = run_config(run_dir)
     dist.init_distributed()
     rows = []
+    root = sweep_root(run_dir, checkpoint)
     for a in alphas:
-        out = run_dir / "uipe" / f"alpha_{a:g}"
-        if dist.is_main() and not out.exists():
+        out = root / f"alpha_{a:g}"
+        if dist.is_main():
+            # Always rebuilt from this sweep's delta: a directory left by an earlier (or interrupted) sweep, of
+            # another checkpoint, or planted in the run, is never evaluated in its place.
+            if out.is_symlink() or out.is_file():
+                raise RunError(f"'{out}' is not a directory this sweep wrote; remove it and sweep again")
+            if out.is_dir():
+                shutil.rmtree(out)
             extrapolate(original, delta, a, out)
         dist.barrier()
         # The eval of a derived model is recomputed on every sweep (files replaced atomically).
@@ -81,7 +108,7 @@ def sweep(run_dir: Path, original: Path, delta: Path, alphas: list[float], retai
     selected, why = select_alpha(rows, rho)
     result = {"rho": rho, "selected_alpha": selected, "reason": why, "rows": rows}
     if dist.is_main():
-        uipe = run_dir / "uipe"
+        uipe = root
         atomic_write_json(uipe / "sweep.json", result)
         atomic_write_text(uipe / "sweep.md", _table(rows, selected) + f"\nSelected {why}.\n")
         plot_uipe_curve(rows, selected, rho, uipe / "sweep.png")
@@ -95,8 +122,9 @@ def run_sweep(args, run_dir: Path, original: Path, delta: Path) -> int:
     retain_log = args.retain_log or run_config(run_dir).eval.retain_log
     if not retain_log:
         raise RunError("the sweep selects alpha by forget quality: pass --retain-log (the retain model's TOFU log)")
-    result = sweep(run_dir, original, delta, parse_alphas(args.sweep), retain_log, args.rho)
+    result = sweep(run_dir, original, delta, parse_alphas(args.sweep), retain_log, args.rho, args.checkpoint)
     if dist.is_main():
+        root = sweep_root(run_dir, args.checkpoint)
         print(_table(result["rows"], result["selected_alpha"]))
-        print(f"selected {result['reason']}\n-> {run_dir / 'uipe' / 'sweep.md'}, {run_dir / 'uipe' / 'sweep.png'}")
+        print(f"selected {result['reason']}\n-> {root / 'sweep.md'}, {root / 'sweep.png'}")
     return 0

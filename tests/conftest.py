@@ -26,3 +26,15 @@ def tiny_tokenizer(synthetic_splits):
     from dsunlearn.models.tiny import train_tokenizer
 
     return train_tokenizer(list(synthetic.corpus(synthetic_splits)), vocab_size=600, max_length=128)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module: tiny matmuls gain nothing from threads, and on a shared 2-core box
+    oversubscription makes them up to 10x slower. Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

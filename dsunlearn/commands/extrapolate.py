@@ -52,7 +52,7 @@ def _check_rho(rho: float) -> None:
 
 def run(args) -> int:
     from dsunlearn.geometry.uipe import extrapolate
-    from dsunlearn.path_guard import check_outputs, check_writable
+    from dsunlearn.path_guard import check_no_links, check_outputs, check_writable
 
     run_dir = Path(args.run)
     if args.sweep is not None:
@@ -60,13 +60,21 @@ def run(args) -> int:
     original, delta = _run_info(run_dir, args.original, args.checkpoint)
     inputs = {"--original": original, "the run's delta shards": delta}
     if args.sweep is not None:
-        from dsunlearn.uipe_sweep import run_sweep
+        from dsunlearn.uipe_sweep import run_sweep, sweep_root
 
-        check_writable(run_dir / "uipe", "the sweep's output (<run>/uipe)")
-        check_outputs({"the sweep's output (<run>/uipe)": run_dir / "uipe"}, inputs)
+        if args.output_dir:
+            raise RunError(
+                "--output-dir applies to --alpha; a sweep writes into the run (<run>/uipe, <run>/uipe/<checkpoint> "
+                "with --checkpoint): drop --output-dir, or extrapolate single alphas with --alpha ... --output-dir"
+            )
+        root = sweep_root(run_dir, args.checkpoint)
+        check_writable(root, "the sweep's output")
+        check_no_links(run_dir, root, "the sweep's output")
+        check_outputs({"the sweep's output": root}, inputs)
         return run_sweep(args, run_dir, original, delta)
     out = Path(args.output_dir) if args.output_dir else run_dir / "uipe" / f"alpha_{args.alpha:g}"
     check_writable(out, "--output-dir")
+    check_no_links(run_dir, out, "--output-dir")
     check_outputs({"--output-dir": out}, inputs)
     extrapolate(original, delta, args.alpha, out)
     print(f"theta_o + (1 + {args.alpha:g}) * delta -> {out}")

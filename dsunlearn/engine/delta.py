@@ -126,10 +126,9 @@ def save_delta_shard(
 
 def verify_delta_dir(delta_dir: Path, collective: bool = False) -> None:
     """Check the rank files against the manifest dsunlearn wrote with them (`dsunlearn/manifest.py`): the
-    final `delta/` has its own, a checkpoint's `delta/` is listed in the checkpoint's. A directory without
-    one (written by hand, or by dsunlearn before 0.2) is read unchecked, with a warning."""
-    import warnings
-
+    final `delta/` has its own, a checkpoint's `delta/` is listed in the checkpoint's. A directory without one
+    is refused: deleting the manifest must not be a way around the checksums."""
+    from dsunlearn.errors import RunError
     from dsunlearn.manifest import MANIFEST, read_manifest, verify_manifest
 
     delta_dir = Path(delta_dir)
@@ -138,8 +137,12 @@ def verify_delta_dir(delta_dir: Path, collective: bool = False) -> None:
     parent = delta_dir.parent
     if (parent / MANIFEST).is_file():
         listed = [n for n in read_manifest(parent) if n.startswith(f"{delta_dir.name}/")]
-        return verify_manifest(parent, only=listed, collective=collective)
-    warnings.warn(f"'{delta_dir}' has no {MANIFEST}: its delta shards are read without checksums", stacklevel=2)
+        if listed:
+            return verify_manifest(parent, only=listed, collective=collective)
+    raise RunError(
+        f"'{delta_dir}' has no {MANIFEST} (the checksums dsunlearn writes with every delta): its shards cannot be "
+        "verified; use the delta/ of a run made by this dsunlearn version (runs made before 0.2: rerun them)"
+    )
 
 
 def read_delta_meta(delta_dir: str | Path, collective: bool = False) -> list[dict]:
@@ -152,7 +155,6 @@ def read_delta_meta(delta_dir: str | Path, collective: bool = False) -> list[dic
     files = sorted(Path(delta_dir).glob("rank*.safetensors"))
     if not files:
         raise RunError(f"no delta shards (rank*.safetensors) in '{delta_dir}': was the run saved by dsunlearn unlearn?")
-    verify_delta_dir(Path(delta_dir), collective=collective)
     metas = []
     for f in files:
         try:
@@ -171,6 +173,7 @@ def read_delta_meta(delta_dir: str | Path, collective: bool = False) -> list[dic
     if sorted(m["rank"] for m in metas) != list(range(world)):
         have = [m["rank"] for m in metas]
         raise RunError(f"delta shards in '{delta_dir}' are incomplete: ranks {have} of world size {world}")
+    verify_delta_dir(Path(delta_dir), collective=collective)
     return metas
 
 

@@ -32,6 +32,7 @@ holding the four split files (``eval_log.json``, ...), or ``eval_log_aggregated.
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -186,7 +187,9 @@ def load_log(path: str | os.PathLike[str], *, splits: Iterable[str] = SPLITS, va
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)  # numpy scalars too
+    # numpy scalars too; NaN and inf are refused: every metric of a real evaluation is finite, and one NaN would
+    # make model utility or forget quality NaN (and the --json output invalid JSON)
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def validate_log(log: Any, path: str | os.PathLike[str] | None = None, *, splits: Iterable[str] = SPLITS) -> None:
@@ -233,9 +236,10 @@ def validate_log(log: Any, path: str | os.PathLike[str] | None = None, *, splits
                     else _is_number(v)
                 )
                 if not ok:
-                    want = "a non-empty list of numbers" if key == "average_perturb_loss" else "a number"
+                    want = "a non-empty list of finite numbers" if key == "average_perturb_loss" else "a finite number"
                     raise DataError(
-                        f"{where}: split '{split}', '{key}' of item {idx} is {v!r}, expected {want}; {_FIX}"
+                        f"{where}: split '{split}', '{key}' of item {str(idx)[:20]} is {repr(v)[:60]}, expected "
+                        f"{want}; {_FIX}"
                     )
 
 

@@ -36,6 +36,36 @@ def _missing_model(path) -> ModelError:
     )
 
 
+# Sizes no causal LM has; beyond them config.json is damaged or hostile (building the model would hang or
+# exhaust memory before any error).
+_CONFIG_BOUNDS = {"num_hidden_layers": 4096, "n_layer": 4096, "num_layers": 4096, "vocab_size": 1 << 24,
+                  "hidden_size": 1 << 17, "n_embd": 1 << 17, "d_model": 1 << 17, "intermediate_size": 1 << 20,
+                  "num_attention_heads": 1 << 12, "n_head": 1 << 12, "max_position_embeddings": 1 << 24}  # fmt: skip
+
+
+def read_hf_config(cfg_file: Path) -> dict:
+    """config.json as a dict with a string model_type and sane sizes; ModelError (one line) otherwise."""
+    if cfg_file.stat().st_size > 1 << 24:
+        raise ModelError(f"'{cfg_file}' is {cfg_file.stat().st_size} bytes: not a model config (they are a few kB)")
+    try:
+        hf_config = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ModelError(f"'{cfg_file}' is not a valid HF config ({type(e).__name__}): not UTF-8 JSON") from None
+    if not isinstance(hf_config, dict) or not isinstance(hf_config.get("model_type"), str):
+        raise ModelError(f"'{cfg_file}' is not a valid HF config (a JSON object with a string model_type)")
+    for key, hi in _CONFIG_BOUNDS.items():
+        v = hf_config.get(key)
+        if v is None or isinstance(v, (list, dict)):  # absent, or per-layer lists (some architectures)
+            continue
+        if not (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= hi):
+            shown = repr(v)[:40]
+            raise ModelError(
+                f"'{cfg_file}': {key}={shown} is out of range (an integer in [1, {hi}]); the config is damaged or "
+                "not a causal LM's"
+            )
+    return hf_config
+
+
 def check_model_dir(path: str | Path, trust_remote_code: bool | None = None) -> Path:
     """A local HF model dir with a causal-LM config and safetensors weights; ModelError otherwise.
 
@@ -57,11 +87,8 @@ def check_model_dir(path: str | Path, trust_remote_code: bool | None = None) -> 
                 "only (pickle can run code): convert with model.save_pretrained(dir, safe_serialization=True)"
             )
         raise ModelError(f"'{p}' has no *.safetensors weights")
-    try:
-        hf_config = json.loads(cfg_file.read_text())
-        model_type = hf_config["model_type"]
-    except (json.JSONDecodeError, KeyError):
-        raise ModelError(f"'{cfg_file}' is not a valid HF config (no model_type)") from None
+    hf_config = read_hf_config(cfg_file)
+    model_type = hf_config["model_type"]
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     # A saved classifier (e.g. LlamaForSequenceClassification) has a causal-LM model_type, but loading it as a

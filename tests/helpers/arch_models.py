@@ -66,6 +66,7 @@ def train_and_save(origs: dict, out_root: str, cases: list[tuple[str, str]], ste
     from dsunlearn.engine.delta import model_hash, save_delta_shard, snapshot_fragments
     from dsunlearn.engine.ds_setup import build_ds_config, create_engine, zero3_init_context
     from dsunlearn.engine.hf_save import save_hf_model
+    from dsunlearn.manifest import write_manifest
     from dsunlearn.models.load import load_causal_lm
 
     dirs = []
@@ -89,6 +90,7 @@ def train_and_save(origs: dict, out_root: str, cases: list[tuple[str, str]], ste
         (out / "delta").mkdir(parents=True, exist_ok=True)
         save_delta_shard(engine, named, theta_o, out / "delta", model_hash(origs[arch]))
         dist.barrier()
+        write_manifest(out / "delta")  # collective, as `dsunlearn unlearn` does
         engine.destroy()
         dirs.append(str(out))
     return dirs

@@ -410,6 +410,15 @@ CASE_IDS = [
 ]  # fmt: skip
 
 
+def selected_cases(request) -> list[str]:
+    """The `case` ids of this module's tests selected in the session (-k, ::id), in collection order."""
+    return [
+        item.callspec.params["case"]
+        for item in request.session.items
+        if item.module is request.module and hasattr(item, "callspec") and "case" in item.callspec.params
+    ]
+
+
 @pytest.fixture(scope="module")
 def outcomes(request, tiny_model, tmp_path_factory):
     """{case id: (Case, snapshots before, Future of the CompletedProcess)} for the cases selected in this
@@ -417,11 +426,7 @@ def outcomes(request, tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("bad_input")
     cases = _cases(tiny_model, root)
     assert sorted(cases) == sorted(CASE_IDS)
-    selected = [
-        item.callspec.params["case"]
-        for item in request.session.items
-        if item.module is request.module and hasattr(item, "callspec") and "case" in item.callspec.params
-    ]
+    selected = selected_cases(request)
     before = {name: {p: snapshot(p) for p in cases[name].unchanged} for name in selected}
     pool = ThreadPoolExecutor(max_workers=2)
     futures = {name: pool.submit(cli, *cases[name].argv, cwd=cases[name].cwd or root) for name in selected}

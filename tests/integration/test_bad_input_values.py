@@ -24,6 +24,7 @@ from test_bad_input import (
     error_line,
     local_data,
     qa,
+    selected_cases,
     snapshot,
     tiny_model,  # noqa: F401  (fixture)
     unlearn_args,
@@ -174,11 +175,7 @@ def outcomes(request, tiny_model, tmp_path_factory):  # noqa: F811
     root = tmp_path_factory.mktemp("bad_values")
     cases = _cases(tiny_model, root)
     assert sorted(cases) == sorted(CASE_IDS)
-    selected = [
-        item.callspec.params["case"]
-        for item in request.session.items
-        if item.module is request.module and hasattr(item, "callspec") and "case" in item.callspec.params
-    ]
+    selected = selected_cases(request)
     before = snapshot(root)
     pool = ThreadPoolExecutor(max_workers=2)
     futures = {

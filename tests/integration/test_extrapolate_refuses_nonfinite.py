@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 from dsunlearn.engine.delta import META_KEY, model_hash
+from dsunlearn.manifest import write_manifest
 from helpers.tiny_model import make_tiny_model
 
 NAME = "model.layers.0.mlp.up_proj.weight"
@@ -46,6 +47,7 @@ def _run_dir(tmp: Path, model: Path, name: str, poison: bool) -> Path:
     meta = {"world_size": 1, "rank": 0, "dtype": "float32", "base_dtype": "float32", "inexact": 0,
             "original_hash": model_hash(model), "params": {NAME: pm}}  # fmt: skip
     save_file({NAME: d}, str(run / "delta" / "rank0.safetensors"), metadata={META_KEY: json.dumps(meta)})
+    write_manifest(run / "delta")  # consistent checksums: the refusal must come from the values
     return run
 
 

@@ -383,3 +383,64 @@ def test_disk_full_during_the_final_save_is_one_line_and_publishes_nothing_half(
     line = error_line(r, "unlearn")
     assert_words(line, ["file size limit exceeded", "intact", "free space"])
     assert not (out / "model").exists() and not (out / "delta").exists()
+
+
+def test_hostile_inputs_found_by_red_teaming(runs, tmp_path):
+    """Outputs never replace a user's file or follow a link planted in a run; deleting the checksums is no way
+    around them; hostile model configs, event logs and eval logs are one line each."""
+    fin = copy_run(runs, "finished", tmp_path / "run")
+    model = runs["model"]
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "thesis.json").write_text("{}")
+    (victim / "thesis.png").write_bytes(b"mine")
+    linked = copy_run(runs, "finished", tmp_path / "linked")
+    (linked / "uipe").symlink_to(victim)
+    (linked / "geffect").symlink_to(victim)
+    nomanifest = copy_run(runs, "finished", tmp_path / "nomanifest")
+    (nomanifest / "delta" / "MANIFEST.json").unlink()
+    events = copy_run(runs, "finished", tmp_path / "events")
+    (events / "events.jsonl").write_text('{"event": "done", "steps": 1}\n')  # before its own checkpoints
+    hostile_models = {}
+    for name, text in {"garbage": b"\xff\xfe{", "list": b"[1, 2, 3]", "deep": b"[" * 100000 + b"]" * 100000,
+                       "layers": None}.items():  # fmt: skip
+        d = tmp_path / f"model_{name}"
+        shutil.copytree(model, d)
+        if text is None:
+            cfg = json.loads((d / "config.json").read_text())
+            cfg["num_hidden_layers"] = 10**6
+            text = json.dumps(cfg).encode()
+        (d / "config.json").write_bytes(text)
+        hostile_models[name] = d
+    from test_bad_input import tofu_logs
+
+    (tmp_path / "logs").mkdir()
+    log, _, _ = tofu_logs(tmp_path / "logs")
+    nan_log = tmp_path / "nan_log.json"
+    data = json.loads(Path(log).read_text())
+    first = next(iter(data["eval_log_forget.json"]["avg_gt_loss"]))
+    data["eval_log_forget.json"]["avg_gt_loss"][first] = float("nan")
+    nan_log.write_text(json.dumps(data))
+    watched = [fin, victim, linked, nomanifest, events, *hostile_models.values()]
+    before = {p: snapshot(p) for p in watched}
+    g = ["geffect", "--probe-size", "2", "--original", model]
+    cases = [
+        ("geffect", [*g, "--run", fin, "--output", victim / "thesis.json"], ["already exists", "never replaces"]),
+        ("geffect", [*g, "--run", fin, "--output", fin / "run.json"], ["already exists", "never replaces"]),
+        ("geffect", [*g, "--run", linked], ["symlink inside the run directory"]),
+        ("geffect", [*g, "--run", events], ["events.jsonl", "cannot be"]),
+        ("extrapolate", ["extrapolate", "--run", linked, "--alpha", "0.5"], ["symlink inside the run directory"]),
+        ("extrapolate", ["extrapolate", "--run", nomanifest, "--alpha", "0", "--output-dir", tmp_path / "x"],
+         ["no MANIFEST.json", "cannot be verified"]),
+        ("extrapolate", ["extrapolate", "--run", fin, "--sweep", "1", "--output-dir", tmp_path / "y"],
+         ["--output-dir applies to --alpha"]),
+        ("eval", ["eval", "--from-log", nan_log], ["avg_gt_loss", "finite"]),
+        *[("eval", ["eval", "--model", d, *SMALL, "--output-dir", tmp_path / f"e_{n}"], ["config.json"])
+          for n, d in hostile_models.items()],
+    ]  # fmt: skip
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda c: cli(*c[1]), cases))
+    for (cmd, _, words), r in zip(cases, results, strict=True):
+        refused(r, cmd, words)
+    assert {p: snapshot(p) for p in watched} == before
+    assert not any((tmp_path / n).exists() for n in ("x", "y", *(f"e_{n}" for n in hostile_models)))

@@ -27,6 +27,7 @@ from dsunlearn.engine import delta as delta_mod
 from dsunlearn.engine.delta import META_KEY, exact_delta, model_hash, read_delta_meta, save_delta_shard
 from dsunlearn.errors import RunError
 from dsunlearn.geometry.uipe import extrapolate
+from dsunlearn.manifest import write_manifest
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
@@ -161,6 +162,7 @@ def _write_deltas(monkeypatch, out: Path, o: dict, u: dict, layout: dict, origin
         monkeypatch.setattr(delta_mod, "get_local_param_fragment", fragment)
         save_delta_shard(None, named, orig, out, original_hash)
     monkeypatch.undo()
+    write_manifest(out)  # as `dsunlearn unlearn` does once every rank has written
     return out
 
 

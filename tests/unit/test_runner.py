@@ -21,13 +21,7 @@ DATA = DataConfig(synthetic=SyntheticConfig(n_authors=8, n_world_facts=12, n_rea
 EVAL = EvalConfig(max_items=12, batch_size=5, max_new_tokens=8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny matmuls gain nothing from threads, and on a shared 2-core box oversubscription makes them 10x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -168,16 +168,25 @@ def test_validate_mismatched_items_and_bad_values():
         T.validate_log(log)
     log = make_log(9)
     log[T.WORLD_FACTS]["average_perturb_loss"]["2"] = 1.5
-    with pytest.raises(DataError, match="item 2 is 1.5, expected a non-empty list of numbers"):
+    with pytest.raises(DataError, match="item 2 is 1.5, expected a non-empty list of finite numbers"):
         T.validate_log(log)
     log = make_log(9)
     log[T.RETAIN]["avg_gt_loss"]["0"] = "nan?"
-    with pytest.raises(DataError, match="expected a number"):
+    with pytest.raises(DataError, match="expected a finite number"):
         T.validate_log(log)
     log = make_log(9)
     log[T.RETAIN]["avg_gt_loss"] = {}
     with pytest.raises(DataError, match="must be a non-empty object keyed by item index"):
         T.validate_log(log)
+    for bad in (float("nan"), float("inf")):  # one NaN would make model utility NaN
+        log = make_log(9)
+        log[T.FORGET]["avg_paraphrased_loss"]["1"] = bad
+        with pytest.raises(DataError, match=r"'avg_paraphrased_loss' of item 1 is (nan|inf), expected a finite"):
+            T.validate_log(log)
+        log = make_log(9)
+        log[T.REAL_AUTHORS]["average_perturb_loss"]["0"] = [1.0, bad]
+        with pytest.raises(DataError, match="expected a non-empty list of finite numbers"):
+            T.validate_log(log)
 
 
 def test_check_compatible():
