@@ -22,7 +22,7 @@ def test_unlearn_logs_to_offline_wandb(tmp_path):
     cmd = [sys.executable, "-m", "dsunlearn", "unlearn", "--config", "tiny_npo_gru", "--output-dir", str(out),
            f"model.name_or_path={model}", "engine.micro_batch_size=4", "engine.global_batch_size=4",
            "engine.max_steps=3", "geometry.geffect_every=1", "tracking.wandb=true", "tracking.mode=offline",
-           "eval.max_items=8", *SMALL_DATA]  # fmt: skip
+           "eval.max_items=8", "eval.retain_log=null", *SMALL_DATA]  # fmt: skip  (no retain model here)
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stderr[-3000:]
     (run_file,) = glob.glob(str(out / "wandb" / "offline-run-*" / "run-*.wandb"))
