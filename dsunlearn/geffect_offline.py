@@ -33,7 +33,7 @@ from dsunlearn import dist
 from dsunlearn.data.collate import Encoded, encode_items, pad_batch, pad_id_of
 from dsunlearn.data.sharding import round_robin_rounds
 from dsunlearn.data.tofu import load_split
-from dsunlearn.engine.checkpoint import tag_of
+from dsunlearn.engine.checkpoint import saved_tags, tag_of
 from dsunlearn.engine.reference import precompute_forget_ref, ref_batch
 from dsunlearn.engine.shard import ShardedGrad
 from dsunlearn.engine.unlearn_engine import LossFn, MicroBatch, UnlearnEngine
@@ -52,12 +52,10 @@ def find_states(run_dir: Path) -> list[tuple[int, Path | None]]:
     if not (run_dir / "config.yaml").is_file():
         raise RunError(f"'{run_dir}' is not a dsunlearn run directory (no config.yaml)")
     states: dict[int, Path] = {}
-    root = run_dir / "checkpoints"
-    for d in sorted(root.glob("step*")) if root.is_dir() else []:
-        if d.is_symlink() or (d / "delta").is_symlink():  # a run's own checkpoints are never links out of it
-            continue
-        if d.name[4:].isdigit() and tag_of(int(d.name[4:])) == d.name and (d / "delta").is_dir():
-            states[int(d.name[4:])] = d / "delta"
+    for tag in saved_tags(run_dir):  # this run's own tags, directories inside checkpoints/ (no links)
+        delta = run_dir / "checkpoints" / tag / "delta"
+        if delta.is_dir() and not delta.is_symlink():
+            states[int(tag[4:])] = delta
     if (run_dir / "delta").is_dir() and not (run_dir / "delta").is_symlink():
         states[_final_step(run_dir, max(states, default=0))] = run_dir / "delta"
     if not states:

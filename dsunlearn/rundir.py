@@ -51,12 +51,12 @@ _HELD: dict[Path, RunLock] = {}
 
 
 def _identity(cfg: RunConfig) -> str:
-    """The config hash that says "same run": paths resolved, run.output_dir and run.overwrite left out."""
+    """The config hash that says "same run": input paths resolved (`run_inputs`), run.output_dir and
+    run.overwrite left out."""
     c = copy.deepcopy(cfg)
-    for section, key in (("model", "name_or_path"), ("model", "tokenizer"), ("data", "path"), ("eval", "retain_log")):
-        v = getattr(getattr(c, section), key)
-        if v and v != "tiny" and Path(v).expanduser().exists():
-            setattr(getattr(c, section), key, str(Path(v).expanduser().resolve()))
+    for dotted, path in run_inputs(cfg).items():
+        section, key = dotted.split(".")
+        setattr(getattr(c, section), key, str(path))
     return config_hash(c, ignore=("run.overwrite", "run.output_dir"))
 
 
@@ -196,23 +196,16 @@ def _resume_problem(out: Path, command: str, cfg: RunConfig) -> str | None:
             "again with --overwrite or choose another run.output_dir"
         )
     tag_dir = out / "checkpoints" / tag
-    ranks = len(list(tag_dir.glob("extra_rank*.safetensors")))
-    if ranks and ranks != dist.world_size():
-        return (
-            f"cannot --resume '{out}' on {dist.world_size()} processes: it was checkpointed on {ranks} "
-            "(optimizer and GRU state are sharded per rank); relaunch with the same number of processes"
-        )
-    if not ranks and list(tag_dir.glob("extra_rank*.pt")):
+    if not (tag_dir / extra_name(0)).is_file() and list(tag_dir.glob("extra_rank*.pt")):
         return (
             f"cannot --resume '{out}': its checkpoint {tag} was written by dsunlearn 0.1 (pickled resume state, "
             "which this version never loads); start the run again"
         )
-    if not (tag_dir / extra_name(0)).is_file():
-        return f"cannot --resume: checkpoint '{tag_dir}' has no resume state ({extra_name(0)}); start the run again"
-    return None
+    return None  # the checkpoint's files themselves: engine/checkpoint.check_resume_state (every rank)
 
 
 def run_inputs(cfg: RunConfig) -> dict[str, Path]:
+    """{config key: resolved local path} of what a run reads (unset values, `tiny` and hub ids left out)."""
     m = cfg.model
     return local_inputs(
         {
@@ -300,10 +293,6 @@ def check_output_dir(cfg: RunConfig, command: str, resume: bool = False) -> Path
         resolve_batch(cfg.engine, dist.world_size())
     out = Path(cfg.run.output_dir)
     decide(out, command, cfg, resume)
-    if resume and command == "unlearn":
-        from dsunlearn.engine.checkpoint import check_resume_state
-
-        check_resume_state(out)  # checksums, pickle scan, resume state: refused before any model is loaded
     return out
 
 

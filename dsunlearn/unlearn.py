@@ -25,7 +25,7 @@ from dsunlearn.config_bounds import check_generation_fits
 from dsunlearn.data.collate import encode_items, pad_batch, pad_id_of
 from dsunlearn.data.sampler import BatchStream
 from dsunlearn.data.tofu import EVAL_SPLITS, eval_split_name, load_split
-from dsunlearn.engine.checkpoint import _maybe_fault, load_checkpoint, save_checkpoint
+from dsunlearn.engine.checkpoint import _maybe_fault, check_resume_state, load_checkpoint, save_checkpoint
 from dsunlearn.engine.delta import model_hash, save_delta_shard, snapshot_fragments
 from dsunlearn.engine.ds_setup import build_ds_config, resolve_batch, zero3_init_context
 from dsunlearn.engine.hf_save import save_hf_model
@@ -238,11 +238,13 @@ def evaluate_now(run: UnlearnRun, out, step: int, events: EventLog, final: bool)
 def run_unlearn(cfg: RunConfig, resume: bool = False) -> dict:
     dist.init_distributed()
     check_output_dir(cfg, "unlearn", resume=resume)
+    # --resume: LATEST, checksums, pickle scan and every rank's state, before any model is loaded
+    state = check_resume_state(Path(cfg.run.output_dir)) if resume else None
     check_tracking(cfg)  # wandb importable and online/offline decided (bounded probe) before the run dir
     t0 = time.time()
     run = UnlearnRun(cfg)  # data, tokenizer, model, engine: any bad input fails here, before anything is written
-    # --resume: the checkpoint is read (checked, never unpickling code) before the directory is touched
-    start = load_checkpoint(run, Path(cfg.run.output_dir)) if resume else 0
+    # --resume: the checkpoint is read (through the safe loader) before the directory is touched
+    start = load_checkpoint(run, Path(cfg.run.output_dir), state) if resume else 0
     out = prepare_output_dir(cfg, "unlearn", resume=resume)
     try:  # the run directory is locked from here until the run ends, however it ends
         return _run_locked(run, cfg, out, t0, resume, start)

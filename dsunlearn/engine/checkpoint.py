@@ -33,7 +33,7 @@ from dsunlearn.fsutil import atomic_replace_dir, atomic_write_bytes, atomic_writ
 from dsunlearn.manifest import verify_manifest, write_manifest
 
 LATEST = "LATEST"
-TAG_RE = re.compile(r"step\d{6,12}")
+TAG_RE = re.compile(r"step(\d{6}|[1-9]\d{6,11})")  # exactly what tag_of writes: one tag per step
 EXTRA_KEY = "dsunlearn_resume"
 
 
@@ -178,7 +178,8 @@ def check_resume_state(out: Path) -> tuple[str, dict, dict[str, torch.Tensor]]:
         if meta["world_size"] != dist.world_size():
             raise RunError(
                 f"cannot --resume '{out}' on {dist.world_size()} processes: it was checkpointed on "
-                f"{meta['world_size']} (optimizer and GRU state are sharded per rank); relaunch with that many"
+                f"{meta['world_size']} (optimizer and GRU state are sharded per rank); relaunch with the same "
+                "number of processes"
             )
     except RunError as e:
         problem = str(e)
@@ -189,12 +190,14 @@ def check_resume_state(out: Path) -> tuple[str, dict, dict[str, torch.Tensor]]:
     return tag, meta, tensors
 
 
-def load_checkpoint(run, out: Path) -> int:
-    """Restore the newest complete checkpoint into `run` (checked again: `check_resume_state`); returns the
-    number of steps already done."""
+def load_checkpoint(run, out: Path, state: tuple[str, dict, dict[str, torch.Tensor]] | None = None) -> int:
+    """Restore the newest complete checkpoint into `run`; returns the number of steps already done.
+
+    `state` is what `check_resume_state(out)` returned when the caller checked before its set-up (the files are
+    not hashed twice); None checks now. DeepSpeed's files are read through the safe loader either way."""
     from dsunlearn.engine.safe_checkpoint import install_safe_loader
 
-    tag, meta, tensors = check_resume_state(out)
+    tag, meta, tensors = state if state is not None else check_resume_state(out)
     root = out / "checkpoints"
     install_safe_loader(run.ue.engine)
     path, client = run.ue.engine.load_checkpoint(
