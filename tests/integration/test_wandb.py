@@ -19,10 +19,11 @@ def test_unlearn_logs_to_offline_wandb(tmp_path):
     out = tmp_path / "run"
     secret = "sk-test-0123456789abcdef"
     env = {**os.environ, "WANDB_API_KEY": secret, "DS_ACCELERATOR": "cpu"}
+    # eval.retain_log=null: there is no retain model here (the shipped config names one)
     cmd = [sys.executable, "-m", "dsunlearn", "unlearn", "--config", "tiny_npo_gru", "--output-dir", str(out),
            f"model.name_or_path={model}", "engine.micro_batch_size=4", "engine.global_batch_size=4",
            "engine.max_steps=3", "geometry.geffect_every=1", "tracking.wandb=true", "tracking.mode=offline",
-           "eval.max_items=8", "eval.retain_log=null", *SMALL_DATA]  # fmt: skip  (no retain model here)
+           "eval.max_items=8", "eval.retain_log=null", *SMALL_DATA]  # fmt: skip
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stderr[-3000:]
     (run_file,) = glob.glob(str(out / "wandb" / "offline-run-*" / "run-*.wandb"))
