@@ -30,8 +30,8 @@ def _build_model(path: Path, a) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from dsunlearn.config import SyntheticConfig
-    from dsunlearn.data import synthetic
     from dsunlearn.models.tiny import train_tokenizer
+    from dsunlearn.suites.tofu import synthetic
 
     s = SyntheticConfig()
     tok = train_tokenizer(list(synthetic.corpus(synthetic.generate(seed=s.seed))), a.vocab, a.seq)
@@ -79,7 +79,7 @@ def _gather_gru_step(run, step: int) -> None:
 def worker(a, model_dir: str) -> dict | None:
     from dsunlearn import dist
     from dsunlearn.config_io import load_config
-    from dsunlearn.unlearn import UnlearnRun
+    from dsunlearn.recipes.unlearn import UnlearnRun
 
     dist.init_distributed()
     world = dist.world_size()

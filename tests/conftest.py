@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def synthetic_splits():
-    from dsunlearn.data import synthetic
+    from dsunlearn.suites.tofu import synthetic
 
     return synthetic.generate(seed=0)
 
@@ -22,8 +22,8 @@ def synthetic_splits():
 @pytest.fixture(scope="session")
 def tiny_tokenizer(synthetic_splits):
     """The embedded default's byte-level BPE, trained here on the synthetic corpus (no download)."""
-    from dsunlearn.data import synthetic
     from dsunlearn.models.tiny import train_tokenizer
+    from dsunlearn.suites.tofu import synthetic
 
     return train_tokenizer(list(synthetic.corpus(synthetic_splits)), vocab_size=600, max_length=128)
 

@@ -19,7 +19,7 @@ def run(args) -> int:
     import os
 
     from dsunlearn import dist
-    from dsunlearn.demo import relaunch, run_demo
+    from dsunlearn.recipes.demo import relaunch, run_demo
 
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return relaunch(args)

@@ -34,14 +34,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _print(summary: dict, as_json: bool) -> None:
-    from dsunlearn.eval.summary import format_json, format_table
+    from dsunlearn.suites.tofu.summary import format_json, format_table
 
     print(format_json(summary) if as_json else format_table(summary))
 
 
 def _from_log(args) -> int:
     from dsunlearn.errors import ConfigError
-    from dsunlearn.eval import metrics, tofu_log
+    from dsunlearn.suites.tofu import log as tofu_log
+    from dsunlearn.suites.tofu import metrics
 
     if args.config or args.overrides or args.output_dir or args.overwrite:
         raise ConfigError("--from-log only aggregates a log: --config, key=value, --output-dir apply to --model")
@@ -56,8 +57,8 @@ def _remove_old_logs(eval_dir: Path) -> None:
 
     Stale TOFU split files must go: ``load_log(dir)`` prefers them over the aggregated log we write.
     """
-    from dsunlearn.eval import tofu_log
-    from dsunlearn.eval.runner import SUMMARY_FILE
+    from dsunlearn.suites.tofu import log as tofu_log
+    from dsunlearn.suites.tofu.evaluate import SUMMARY_FILE
 
     for name in (*tofu_log.SPLITS, tofu_log.AGGREGATED_FILE, SUMMARY_FILE):
         (eval_dir / name).unlink(missing_ok=True)
@@ -84,8 +85,8 @@ def _from_model(args) -> int:
     from dsunlearn.config_bounds import check_generation_fits
     from dsunlearn.config_io import load_config
     from dsunlearn.errors import RunError
-    from dsunlearn.eval.retain_check import check_retain_log
     from dsunlearn.models.load import check_model_dir, model_positions
+    from dsunlearn.suites.tofu.retain_check import check_retain_log
 
     model_dir = check_model_dir(args.model)  # a wrong path fails before anything heavy is imported
     cfg = load_config(args.config, list(args.overrides or []))
@@ -102,7 +103,7 @@ def _from_model(args) -> int:
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under a launcher; one process needs no process group
         dist.init_distributed()
-    from dsunlearn.eval.runner import evaluate_saved, write_eval
+    from dsunlearn.suites.tofu.evaluate import evaluate_saved, write_eval
 
     t0 = time.perf_counter()
     log = evaluate_saved(model_dir, cfg)

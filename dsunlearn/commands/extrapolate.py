@@ -51,8 +51,8 @@ def _check_rho(rho: float) -> None:
 
 
 def run(args) -> int:
-    from dsunlearn.geometry.uipe import extrapolate
     from dsunlearn.path_guard import check_no_links, check_outputs, check_writable
+    from dsunlearn.uipe.extrapolate import extrapolate
 
     run_dir = Path(args.run)
     if args.sweep is not None:
@@ -60,7 +60,7 @@ def run(args) -> int:
     original, delta = _run_info(run_dir, args.original, args.checkpoint)
     inputs = {"--original": original, "the run's delta shards": delta}
     if args.sweep is not None:
-        from dsunlearn.uipe_sweep import run_sweep, sweep_root
+        from dsunlearn.recipes.uipe_sweep import run_sweep, sweep_root
 
         if args.output_dir:
             raise RunError(

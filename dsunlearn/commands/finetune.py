@@ -14,7 +14,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from dsunlearn import dist
-    from dsunlearn.finetune import run_finetune
+    from dsunlearn.recipes.finetune import run_finetune
 
     summary = run_finetune(load_run_config(args), resume=args.resume)
     if dist.is_main():

@@ -5,7 +5,7 @@
 Writes `<run>/geffect/geffect.json` (or FILE) and a PNG next to it, prints a table. Runs on one process or
 under a launcher (`deepspeed --num_gpus 8 --module dsunlearn geffect --run DIR`, `torchrun --nproc_per_node 2
 -m dsunlearn geffect --run-dir DIR`: torchrun's parser takes `--run` for a prefix of its own --run-path):
-every rank takes a share of the probe's micro-batches. See `dsunlearn.geffect_offline`.
+every rank takes a share of the probe's micro-batches. See `dsunlearn.recipes.geffect`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def run(args) -> int:
     import torch
 
     from dsunlearn import dist
-    from dsunlearn.geffect_offline import format_table, run_geffect
+    from dsunlearn.recipes.geffect import format_table, run_geffect
 
     if torch.cuda.is_available() and not dist.on_cpu():
         torch.use_deterministic_algorithms(True, warn_only=True)

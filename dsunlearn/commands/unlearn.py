@@ -14,7 +14,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from dsunlearn import dist
-    from dsunlearn.unlearn import run_unlearn
+    from dsunlearn.recipes.unlearn import run_unlearn
 
     summary = run_unlearn(load_run_config(args), resume=args.resume)
     if dist.is_main():

@@ -68,7 +68,7 @@ def _worker(runs: dict) -> dict:
     """Each case: UnlearnRun for STEPS steps; every rank returns its fp32 master fragments {name: (start, [k])}."""
     from dsunlearn.config_io import load_config
     from dsunlearn.engine.shard import get_local_param_fragment
-    from dsunlearn.unlearn import UnlearnRun
+    from dsunlearn.recipes.unlearn import UnlearnRun
 
     out = {}
     for name, overrides in runs.items():

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest_model import SMALL_DATA, tiny_model, zero3_config  # noqa: F401  (fixtures)
 
+from helpers.conftest_model import SMALL_DATA, tiny_model, zero3_config  # noqa: F401  (fixtures)
 from helpers.spawn import run_distributed
 
 pytestmark = pytest.mark.distributed
@@ -45,7 +45,7 @@ def _masters(run) -> dict:
 def _worker(model: str, z3: str, base: str) -> dict:
     from dsunlearn.config_io import load_config
     from dsunlearn.engine.checkpoint import latest_tag, load_checkpoint, save_checkpoint
-    from dsunlearn.unlearn import UnlearnRun
+    from dsunlearn.recipes.unlearn import UnlearnRun
 
     out: dict = {}
     for stage in STAGES:

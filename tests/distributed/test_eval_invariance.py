@@ -42,8 +42,8 @@ def _evaluate(model_dir):
     import deepspeed
 
     from dsunlearn.eval.nll import is_partitioned
-    from dsunlearn.eval.runner import evaluate
     from dsunlearn.models.load import load_causal_lm, load_tokenizer
+    from dsunlearn.suites.tofu.evaluate import evaluate
 
     tok = load_tokenizer(model_dir)
     plain = evaluate(load_causal_lm(model_dir), tok, DATA, EVAL)

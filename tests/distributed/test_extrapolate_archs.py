@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dsunlearn.geometry.uipe import extrapolate
+from dsunlearn.uipe.extrapolate import extrapolate
 from helpers.arch_models import ARCHS, save_archs, train_and_save
 from helpers.spawn import run_distributed
 

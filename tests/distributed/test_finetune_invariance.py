@@ -34,7 +34,7 @@ SMALL = [
 
 def _finetune(out_dir, overrides):
     from dsunlearn.config_io import load_config
-    from dsunlearn.finetune import run_finetune
+    from dsunlearn.recipes.finetune import run_finetune
 
     cfg = load_config("tiny_finetune", SMALL + [f"run.output_dir={out_dir}"] + overrides)
     return run_finetune(cfg)

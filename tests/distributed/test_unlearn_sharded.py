@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest_model import ZERO3_PARTITIONED  # every parameter partitioned (threshold 0)
 
+from helpers.conftest_model import ZERO3_PARTITIONED  # every parameter partitioned (threshold 0)
 from helpers.reference_unlearn import max_abs_diff, reference_unlearn, tiny_model_dir
 from helpers.spawn import run_distributed
 
@@ -100,7 +100,7 @@ def _worker(runs: dict) -> dict:
     from dsunlearn import dist
     from dsunlearn.config_io import load_config
     from dsunlearn.engine.unlearn_engine import UnlearnEngine
-    from dsunlearn.unlearn import UnlearnRun
+    from dsunlearn.recipes.unlearn import UnlearnRun
 
     out = {}
     for name, (overrides, skip_write) in runs.items():

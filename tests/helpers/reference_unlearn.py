@@ -36,8 +36,8 @@ def tiny_model_dir(path, seed: int = 0) -> str:
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from dsunlearn.data import synthetic
     from dsunlearn.models.tiny import train_tokenizer
+    from dsunlearn.suites.tofu import synthetic
 
     path = Path(path)
     if (path / "model.safetensors").is_file():
@@ -151,7 +151,7 @@ def reference_unlearn(cfg, steps: int, world: int, geffect: bool = False) -> Ref
 
     from dsunlearn.data.collate import encode_items, pad_id_of
     from dsunlearn.data.sampler import BatchStream
-    from dsunlearn.data.tofu import load_split
+    from dsunlearn.suites.tofu.data import load_split
 
     d, o, e, g = cfg.data, cfg.objective, cfg.engine, cfg.geometry
     assert e.scheduler == "constant" and e.warmup_ratio == 0.0 and e.grad_clip == 0.0, "reference: constant lr only"

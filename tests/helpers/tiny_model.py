@@ -17,8 +17,8 @@ SMALL_DATA = [
 def make_tiny_model(out_dir: Path, hidden: int = 32, layers: int = 2, small_corpus: bool = True) -> Path:
     """Tokenizer trained on the small synthetic set of SMALL_DATA (or on the default 40-author set)."""
     from dsunlearn.config import TinyModelConfig
-    from dsunlearn.data import synthetic
     from dsunlearn.models.tiny import build_tiny_model, train_tokenizer
+    from dsunlearn.suites.tofu import synthetic
 
     sizes = {"n_authors": 12, "n_world_facts": 8, "n_real_authors": 2} if small_corpus else {}
     splits = synthetic.generate(seed=0, **sizes)
@@ -37,8 +37,8 @@ def briefly_trained_model(tokenizer, data_cfg, steps: int = 40):
 
     from dsunlearn.config import TinyModelConfig
     from dsunlearn.data.collate import encode_items, pad_batch
-    from dsunlearn.data.tofu import load_split
     from dsunlearn.models.tiny import build_tiny_model
+    from dsunlearn.suites.tofu.data import load_split
 
     m = build_tiny_model(TinyModelConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64),
                          tokenizer, seed=0)  # fmt: skip

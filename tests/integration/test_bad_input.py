@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from conftest_model import cli_env as shared_cli_env
+
+from helpers.conftest_model import cli_env as shared_cli_env
 
 SMALL = [
     "data.synthetic.n_authors=12",
@@ -176,7 +177,7 @@ def fake_run_dir(path: Path, cfg_overrides: list[str], command: str = "unlearn")
 
 def tofu_logs(root: Path) -> tuple[Path, Path, Path]:
     """(a 4-item log, the same log without avg_paraphrased_loss in its forget split, a 6-item retain log)."""
-    from dsunlearn.eval import tofu_log as T
+    from dsunlearn.suites.tofu import log as T
 
     def split(n, name):
         recs = [{"avg_gt_loss": 1 + i / 10, "average_perturb_loss": [2.0, 2.5], "avg_paraphrased_loss": 1.2,

@@ -65,7 +65,8 @@ def evaluated(tmp_path_factory, tiny_tokenizer):
 
 
 def test_eval_writes_log_and_summary(evaluated):
-    from dsunlearn.eval import metrics, tofu_log
+    from dsunlearn.suites.tofu import log as tofu_log
+    from dsunlearn.suites.tofu import metrics
 
     root, summary = evaluated
     log = tofu_log.load_log(root / "out" / "eval" / "eval_log_aggregated.json")

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest_model import SMALL_DATA, bits, load_weights, tiny_model, unlearn_runs, zero3_config  # noqa: F401
 from safetensors.torch import load_file
 
 from dsunlearn.engine.delta import read_delta_meta
-from dsunlearn.geometry.uipe import extrapolate
+from dsunlearn.uipe.extrapolate import extrapolate
+from helpers.conftest_model import SMALL_DATA, bits, load_weights, tiny_model, unlearn_runs, zero3_config  # noqa: F401
 from helpers.spawn import run_distributed
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]

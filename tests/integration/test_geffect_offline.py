@@ -62,8 +62,8 @@ def build_npo_run(root: Path) -> dict:
     if not done.exists():
         shutil.rmtree(root, ignore_errors=True)
         from dsunlearn.config import TinyModelConfig
-        from dsunlearn.data import synthetic
         from dsunlearn.models.tiny import build_tiny_model, train_tokenizer
+        from dsunlearn.suites.tofu import synthetic
 
         tok = train_tokenizer(list(synthetic.corpus(synthetic.generate(seed=0))), vocab_size=400, max_length=64)
         cfg = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64)
@@ -95,9 +95,9 @@ def float64_reference(model_dir: Path, run_dir: Path, n: int, k: int) -> dict:
 
     from dsunlearn.config_io import load_config
     from dsunlearn.data.collate import encode_items, pad_batch, pad_id_of
-    from dsunlearn.data.tofu import load_split
     from dsunlearn.engine.groups import group_of
     from dsunlearn.models.load import load_tokenizer
+    from dsunlearn.suites.tofu.data import load_split
 
     cfg = load_config(str(run_dir / "config.yaml"))
     beta = cfg.objective.beta if cfg.objective.beta is not None else 0.1

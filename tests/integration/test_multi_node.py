@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest_model import SMALL_DATA, bits, cli_env, load_weights, run_cli, tiny_model  # noqa: F401
 
 from dsunlearn.dist import free_port
+from helpers.conftest_model import SMALL_DATA, bits, cli_env, load_weights, run_cli, tiny_model  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 MULTI = REPO / "launch" / "multi_node.sh"

@@ -25,11 +25,11 @@ def _paths(out):
 
     from dsunlearn.config_io import load_config
     from dsunlearn.data.collate import encode_items
-    from dsunlearn.data.tofu import load_split
     from dsunlearn.eval.nll import answer_nll_sums
-    from dsunlearn.finetune import _probe_sets, base_tokenizer, run_finetune
     from dsunlearn.models.load import load_causal_lm, load_tokenizer
-    from dsunlearn.unlearn import UnlearnRun
+    from dsunlearn.recipes.finetune import _probe_sets, base_tokenizer, run_finetune
+    from dsunlearn.recipes.unlearn import UnlearnRun
+    from dsunlearn.suites.tofu.data import load_split
 
     out = Path(out)
     cfg = load_config("tiny_finetune", TINY + DATA + EVAL + ENGINE + [f"run.output_dir={out}"])
@@ -52,7 +52,7 @@ def _paths(out):
 
 
 def test_finetune_unlearn_eval_share_the_format(tmp_path):
-    from dsunlearn.eval import tofu_log
+    from dsunlearn.suites.tofu import log as tofu_log
 
     out = tmp_path / "ft"
     ((finetune, unlearn, sums, counts, enc, auto),) = run_distributed(_paths, 1, str(out))
@@ -78,7 +78,7 @@ def test_finetune_missing_eval_split_says_eval_at_end(tiny_tokenizer, tmp_path):
 
     from dsunlearn.config_io import load_config
     from dsunlearn.errors import DataError
-    from dsunlearn.finetune import check_eval_inputs
+    from dsunlearn.recipes.finetune import check_eval_inputs
 
     cfg = load_config("tiny_finetune", local_data(write_tofu_dir(tmp_path / "data", retain_perturbed=None)))
     with pytest.raises(DataError, match=r"retain_perturbed.*eval\.at_end=false skips it") as err:

@@ -26,8 +26,8 @@ from dsunlearn import dist
 from dsunlearn.engine import delta as delta_mod
 from dsunlearn.engine.delta import META_KEY, exact_delta, model_hash, read_delta_meta, save_delta_shard
 from dsunlearn.errors import RunError
-from dsunlearn.geometry.uipe import extrapolate
 from dsunlearn.manifest import write_manifest
+from dsunlearn.uipe.extrapolate import extrapolate
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:

@@ -10,8 +10,8 @@ import pytest
 from scipy import stats
 
 from dsunlearn.errors import DataError
-from dsunlearn.eval import metrics as M
-from dsunlearn.eval.tofu_log import FORGET, REAL_AUTHORS, RETAIN, SPLITS, WORLD_FACTS
+from dsunlearn.suites.tofu import metrics as M
+from dsunlearn.suites.tofu.log import FORGET, REAL_AUTHORS, RETAIN, SPLITS, WORLD_FACTS
 
 LN2, LN4 = math.log(2), math.log(4)
 
@@ -291,7 +291,7 @@ def test_split_truth_ratio_stats_is_forget_quality_input():
 
 
 def test_rouge_recalls_pair_equals_single_scorers():
-    from dsunlearn.eval.metrics import rouge_1_recall, rouge_l_recall, rouge_recalls
+    from dsunlearn.suites.tofu.metrics import rouge_1_recall, rouge_l_recall, rouge_recalls
 
     for gen, ans in [("The author was born in Paris", "He was born in Paris, France."), ("", "x"), ("a b c", "c b a")]:
         assert rouge_recalls(gen, ans) == (rouge_1_recall(gen, ans), rouge_l_recall(gen, ans))

@@ -10,10 +10,10 @@ import torch
 
 from dsunlearn.config import DataConfig, EvalConfig, SyntheticConfig
 from dsunlearn.data import prompt_format as pf
-from dsunlearn.data import synthetic
 from dsunlearn.data.collate import IGNORE, encode_items, encode_qa
-from dsunlearn.data.tofu import eval_split_name, load_split
 from dsunlearn.errors import ConfigError, DataError, ModelError
+from dsunlearn.suites.tofu import synthetic
+from dsunlearn.suites.tofu.data import eval_split_name, load_split
 
 DATA = DataConfig(synthetic=SyntheticConfig(n_authors=8, n_world_facts=12, n_real_authors=2), max_length=128)
 # The official strings (TOFU config/model_config.yaml), written out here, not taken from dsunlearn.
@@ -172,9 +172,9 @@ def test_tofu_evaluation_official(tok, fmt):
     """The whole evaluation of a tiny Llama on this tokenizer vs TOFU's rules: prompts, references, label counts,
     losses (float64, one item at a time) and generations (per-batch total length cap)."""
     from dsunlearn.config import TinyModelConfig
-    from dsunlearn.eval import tofu_log
-    from dsunlearn.eval.runner import split_records
     from dsunlearn.models.tiny import build_tiny_model
+    from dsunlearn.suites.tofu import log as tofu_log
+    from dsunlearn.suites.tofu.evaluate import split_records
 
     torch.manual_seed(0)
     model = build_tiny_model(TinyModelConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,

@@ -9,12 +9,13 @@ import torch
 
 from dsunlearn.config import DataConfig, EvalConfig, SyntheticConfig
 from dsunlearn.data.collate import encode_qa, format_prompt
-from dsunlearn.data.tofu import eval_split_name, load_split
 from dsunlearn.errors import DataError
-from dsunlearn.eval import metrics, tofu_log
 from dsunlearn.eval.generate import new_token_caps
-from dsunlearn.eval.runner import ROLE_TO_LOG, base_answer, evaluate, write_eval
-from dsunlearn.eval.summary import format_json, format_table
+from dsunlearn.suites.tofu import log as tofu_log
+from dsunlearn.suites.tofu import metrics
+from dsunlearn.suites.tofu.data import eval_split_name, load_split
+from dsunlearn.suites.tofu.evaluate import ROLE_TO_LOG, base_answer, evaluate, write_eval
+from dsunlearn.suites.tofu.summary import format_json, format_table
 from helpers.tiny_model import briefly_trained_model
 
 DATA = DataConfig(synthetic=SyntheticConfig(n_authors=8, n_world_facts=12, n_real_authors=2), max_length=64)

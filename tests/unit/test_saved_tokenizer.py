@@ -26,8 +26,8 @@ TEXTS = ["Question: Who wrote it?\nAnswer: Limo Ndiaye", "<|bos|>héllo wörld �
 def saved(tmp_path_factory):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from dsunlearn.data import synthetic
     from dsunlearn.engine.hf_save import save_hf_model
+    from dsunlearn.suites.tofu import synthetic
 
     splits = synthetic.generate(seed=0, n_authors=4, n_world_facts=4, n_real_authors=1)
     tok = train_tokenizer(list(synthetic.corpus(splits)), vocab_size=300, max_length=64)

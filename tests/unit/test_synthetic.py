@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from dsunlearn.data import synthetic_vocab as V
-from dsunlearn.data.synthetic import SPLITS, corpus, forget_author_counts, generate, write_splits
 from dsunlearn.errors import ConfigError
+from dsunlearn.suites.tofu import synthetic_vocab as V
+from dsunlearn.suites.tofu.synthetic import SPLITS, corpus, forget_author_counts, generate, write_splits
 
 RICH = {"question", "answer", "paraphrased_answer", "paraphrased_question", "perturbed_answer"}
 PLAIN = {"question", "answer"}

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from dsunlearn.config import DataConfig
-from dsunlearn.data.tofu import finetune_items, load_split
 from dsunlearn.errors import DataError
+from dsunlearn.suites.tofu.data import finetune_items, load_split
 
 
 def _write(path, rows, jsonl=True):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dsunlearn.errors import DataError
-from dsunlearn.eval import tofu_log as T
+from dsunlearn.suites.tofu import log as T
 
 
 def _records(rng: np.random.Generator, n: int, k: int = 3) -> list[dict]:

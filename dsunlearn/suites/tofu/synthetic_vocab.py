@@ -1,4 +1,4 @@
-"""Vocabulary and templates of the synthetic TOFU-style data set (`dsunlearn.data.synthetic`).
+"""Vocabulary and templates of the synthetic TOFU-style data set (`dsunlearn.suites.tofu.synthetic`).
 
 Everything here is fixed text; all randomness lives in `synthetic.py`. Lists are tuples so that nobody can
 mutate them at import time and change every seed's output. Invented words are plain ASCII so that a small

@@ -10,7 +10,7 @@ import json
 import math
 from collections.abc import Mapping
 
-from dsunlearn.eval.metrics import TOFU_NAMES
+from dsunlearn.suites.tofu.metrics import TOFU_NAMES
 
 # Display order: headline numbers, then the forget set (what unlearning changes), then the utility sets.
 ORDER: tuple[str, ...] = (

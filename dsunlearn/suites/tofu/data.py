@@ -115,7 +115,7 @@ def _read_hub(name: str, split: str) -> list[dict]:
 
 @lru_cache(maxsize=4)
 def _synthetic(seed: int, n_authors: int, n_world_facts: int, n_real_authors: int, n_perturbed: int):
-    from dsunlearn.data import synthetic
+    from dsunlearn.suites.tofu import synthetic
 
     return synthetic.generate(
         seed=seed,

@@ -30,10 +30,11 @@ from dsunlearn import dist
 from dsunlearn.config import DataConfig, EvalConfig
 from dsunlearn.data import prompt_format as pf
 from dsunlearn.data.collate import encode_qa, pad_id_of
-from dsunlearn.data.tofu import eval_split_name, load_split
-from dsunlearn.eval import metrics, tofu_log
 from dsunlearn.eval.generate import greedy_generate
 from dsunlearn.eval.nll import answer_nll_sums, is_partitioned
+from dsunlearn.suites.tofu import log as tofu_log
+from dsunlearn.suites.tofu import metrics
+from dsunlearn.suites.tofu.data import eval_split_name, load_split
 
 EVAL_DIR = "eval"
 SUMMARY_FILE = "summary.json"

@@ -1,6 +1,6 @@
 """Shared fixtures for the checkpoint / resume / UIPE tests: a tiny offline model and run helpers.
 
-Import what you need from a test module (`from conftest_model import tiny_model, ...`); pytest then finds the
+Import what you need from a test module (`from helpers.conftest_model import tiny_model, ...`); pytest then finds the
 fixtures there. The model is a 2-layer, hidden-32 Llama with a 400-token BPE trained on the synthetic corpus:
 built once per session, no download.
 """
@@ -112,6 +112,6 @@ def unlearn_runs(runs: list[tuple[list[str], bool]]) -> list[str]:
     """Worker for `helpers.spawn.run_distributed`: `run_unlearn` on the shipped tiny_npo config with each
     (overrides, resume) in turn, in one process group (imports and rendezvous paid once)."""
     from dsunlearn.config_io import load_config
-    from dsunlearn.unlearn import run_unlearn
+    from dsunlearn.recipes.unlearn import run_unlearn
 
     return [run_unlearn(load_config("tiny_npo", ov), resume=resume)["output_dir"] for ov, resume in runs]

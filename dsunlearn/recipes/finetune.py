@@ -25,16 +25,16 @@ from dsunlearn import dist
 from dsunlearn.config import RunConfig
 from dsunlearn.data.collate import encode_items, pad_batch, pad_id_of
 from dsunlearn.data.sampler import BatchStream
-from dsunlearn.data.tofu import EVAL_SPLITS, finetune_items, load_split
 from dsunlearn.engine.ds_setup import accumulation, build_ds_config, create_engine, resolve_batch, zero3_init_context
 from dsunlearn.engine.hf_save import save_hf_model
 from dsunlearn.errors import DataError
 from dsunlearn.eval.nll import answer_nll, mean_answer_probability
-from dsunlearn.eval.runner import check_inputs, evaluate, write_eval
 from dsunlearn.fsutil import atomic_replace_dir, atomic_write_json
 from dsunlearn.models.load import check_vocab, load_causal_lm, load_tokenizer
 from dsunlearn.objectives.logprobs import token_logprobs
 from dsunlearn.rundir import check_output_dir, prepare_output_dir, release_output_dir
+from dsunlearn.suites.tofu.data import EVAL_SPLITS, finetune_items, load_split
+from dsunlearn.suites.tofu.evaluate import check_inputs, evaluate, write_eval
 from dsunlearn.tracking import EventLog
 
 

@@ -37,15 +37,15 @@ import random
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from dsunlearn.data import synthetic_vocab as V
-from dsunlearn.data.tofu import HUB_SPLITS
 from dsunlearn.errors import ConfigError, DataError
 from dsunlearn.fsutil import atomic_write_text
+from dsunlearn.suites.tofu import synthetic_vocab as V
+from dsunlearn.suites.tofu.data import HUB_SPLITS
 
 __all__ = ["SPLITS", "FORGET_PERCENTS", "forget_author_counts", "generate", "write_splits", "corpus"]
 
 FORGET_PERCENTS = (1, 5, 10)
-SPLITS = HUB_SPLITS  # every config of the hub dataset, in its order (dsunlearn.data.tofu)
+SPLITS = HUB_SPLITS  # every config of the hub dataset, in its order (dsunlearn.suites.tofu.data)
 _PLAIN_FIELDS = ("question", "answer")
 
 Item = dict[str, object]

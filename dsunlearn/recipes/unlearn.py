@@ -24,7 +24,6 @@ from dsunlearn.config import RunConfig
 from dsunlearn.config_bounds import check_generation_fits
 from dsunlearn.data.collate import encode_items, pad_batch, pad_id_of
 from dsunlearn.data.sampler import BatchStream
-from dsunlearn.data.tofu import EVAL_SPLITS, eval_split_name, load_split
 from dsunlearn.engine.checkpoint import _maybe_fault, check_resume_state, load_checkpoint, save_checkpoint
 from dsunlearn.engine.delta import model_hash, save_delta_shard, snapshot_fragments
 from dsunlearn.engine.ds_setup import build_ds_config, resolve_batch, zero3_init_context
@@ -32,7 +31,6 @@ from dsunlearn.engine.hf_save import save_hf_model
 from dsunlearn.engine.reference import ReferenceModel, precompute_forget_ref, ref_batch
 from dsunlearn.engine.unlearn_engine import MicroBatch, UnlearnEngine
 from dsunlearn.errors import DivergedError, RunError
-from dsunlearn.eval.retain_check import check_retain_log
 from dsunlearn.fsutil import atomic_replace_dir
 from dsunlearn.geometry.geffect import g_effect
 from dsunlearn.geometry.gru import GRU
@@ -46,6 +44,8 @@ from dsunlearn.models.load import (
 )
 from dsunlearn.objectives import get_objective, get_regularizer
 from dsunlearn.rundir import check_output_dir, prepare_output_dir, release_output_dir
+from dsunlearn.suites.tofu.data import EVAL_SPLITS, eval_split_name, load_split
+from dsunlearn.suites.tofu.retain_check import check_retain_log
 from dsunlearn.tracking import EventLog, check_tracking
 from dsunlearn.unlearn_losses import global_count, nll_loss, objective_loss, reduce_stats, regularizer_loss
 
@@ -217,8 +217,8 @@ def _save_final_delta(run: UnlearnRun, out) -> None:
 
 def evaluate_now(run: UnlearnRun, out, step: int, events: EventLog, final: bool) -> dict:
     """TOFU evaluation of the current weights on all ranks; logged; files written for the final one."""
-    from dsunlearn.eval import metrics
-    from dsunlearn.eval.runner import evaluate, write_eval
+    from dsunlearn.suites.tofu import metrics
+    from dsunlearn.suites.tofu.evaluate import evaluate, write_eval
 
     cfg = run.cfg
     t0 = time.time()

@@ -32,7 +32,6 @@ import torch
 from dsunlearn import dist
 from dsunlearn.data.collate import Encoded, encode_items, pad_batch, pad_id_of
 from dsunlearn.data.sharding import round_robin_rounds
-from dsunlearn.data.tofu import load_split
 from dsunlearn.engine.checkpoint import saved_tags, tag_of
 from dsunlearn.engine.reference import precompute_forget_ref, ref_batch
 from dsunlearn.engine.shard import ShardedGrad
@@ -40,6 +39,7 @@ from dsunlearn.engine.unlearn_engine import LossFn, MicroBatch, UnlearnEngine
 from dsunlearn.errors import RunError
 from dsunlearn.fsutil import atomic_write_json
 from dsunlearn.geometry.geffect import g_effect
+from dsunlearn.suites.tofu.data import load_split
 from dsunlearn.unlearn_losses import global_count, nll_loss, objective_loss
 
 # Objectives whose forget loss IS -R(D_f): grad R(D_f) = -grad L_u, reused instead of a third backward.
@@ -234,10 +234,10 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
     (default `<run>/geffect/geffect.json`).
     """
     from dsunlearn.engine.delta import model_hash, read_delta_meta
-    from dsunlearn.geometry.uipe import extrapolate
     from dsunlearn.models.load import load_tokenizer, local_model_dir
     from dsunlearn.objectives import get_objective
     from dsunlearn.rundir import run_config
+    from dsunlearn.uipe.extrapolate import extrapolate
 
     run_dir = Path(run_dir)
     if probe_size < 1 or per_instance < 0:

@@ -52,7 +52,7 @@ def _row(name, objective, gru, summary, wall) -> dict:
 
 def _eval_saved(model_dir: Path, cfg, retain_log=None) -> tuple[dict, dict]:
     """(summary, log) of a saved model; `retain_log=None` compares the model with itself (FQ = 1)."""
-    from dsunlearn.eval.runner import evaluate_saved, write_eval
+    from dsunlearn.suites.tofu.evaluate import evaluate_saved, write_eval
 
     log = evaluate_saved(model_dir, cfg)
     return write_eval(model_dir.parent, log, log if retain_log is None else retain_log), log
@@ -102,10 +102,10 @@ def _claim_demo_dir(out: Path, overwrite: bool) -> None:
 
 def _run_demo(out: Path, quick: bool, world: int) -> dict:
     from dsunlearn.config_io import load_config
-    from dsunlearn.finetune import run_finetune
+    from dsunlearn.recipes.finetune import run_finetune
+    from dsunlearn.recipes.uipe_sweep import sweep
+    from dsunlearn.recipes.unlearn import run_unlearn
     from dsunlearn.report import plot_fq_vs_mu, plot_geffect_online, plot_loss_curves, results_table
-    from dsunlearn.uipe_sweep import sweep
-    from dsunlearn.unlearn import run_unlearn
 
     ow = QUICK if quick else []  # the old demo (nested runs included) was cleared by _claim_demo_dir
     runs = RUNS[4:8] if quick else RUNS
@@ -146,7 +146,7 @@ def _run_demo(out: Path, quick: bool, world: int) -> dict:
     _say(f"[{4 + len(runs)}/{n_phases}] offline G-effect over {GEFFECT_RUN}'s checkpoints")
     geffect = None
     try:
-        from dsunlearn.geffect_offline import run_geffect
+        from dsunlearn.recipes.geffect import run_geffect
 
         geffect = run_geffect(out / "runs" / GEFFECT_RUN, probe_size=16)
     except ImportError:  # pragma: no cover - the offline analysis ships with the engine

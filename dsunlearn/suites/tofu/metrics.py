@@ -1,6 +1,6 @@
 """TOFU metrics as pure functions over per-item numbers, matching ``aggregate_eval_stat.py`` of locuslab/tofu.
 
-Per item the eval log holds per-token mean NLLs of the answer (see ``dsunlearn.eval.tofu_log``):
+Per item the eval log holds per-token mean NLLs of the answer (see ``dsunlearn.suites.tofu.log``):
 ``avg_gt_loss`` [N], ``avg_paraphrased_loss`` [N] and ``average_perturb_loss`` [N, K] (K perturbed answers;
 each entry is already a per-token mean: the official code divides each summed loss by its token count).
 
@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from dsunlearn.eval.tofu_log import (
+from dsunlearn.suites.tofu.log import (
     FORGET,
     REAL_AUTHORS,
     RETAIN,

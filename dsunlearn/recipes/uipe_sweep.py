@@ -27,7 +27,7 @@ def parse_alphas(text: str) -> list[float]:
         raise RunError(f"--sweep '{text}' is not a comma-separated list of numbers, e.g. --sweep 0,0.5,1,2") from None
     if not alphas or not all(math.isfinite(a) for a in alphas):
         raise RunError(f"--sweep '{text[:80]}' needs finite numbers, e.g. --sweep 0,0.5,1,2")
-    from dsunlearn.geometry.uipe import ALPHA_MAX
+    from dsunlearn.uipe.extrapolate import ALPHA_MAX
 
     if any(abs(a) > ALPHA_MAX for a in alphas):
         raise RunError(f"--sweep '{text[:80]}': every alpha must lie in [-{ALPHA_MAX:g}, {ALPHA_MAX:g}]")
@@ -72,10 +72,10 @@ def sweep(
     checkpoint: str | None = None,
 ) -> dict:  # fmt: skip
     """Evaluate theta(alpha) for each alpha (0 added), select one, write sweep.{json,md,png}. Returns the result."""
-    from dsunlearn.eval.runner import evaluate_saved, write_eval
-    from dsunlearn.geometry.uipe import extrapolate
     from dsunlearn.plots import plot_uipe_curve
     from dsunlearn.rundir import run_config
+    from dsunlearn.suites.tofu.evaluate import evaluate_saved, write_eval
+    from dsunlearn.uipe.extrapolate import extrapolate
 
     alphas = sorted(set([0.0] + list(alphas)))
     cfg = run_config(run_dir)

@@ -13,8 +13,8 @@ from dsunlearn.errors import DataError
 def check_retain_log(path: str, cfg, key: str = "eval.retain_log") -> dict:
     """The retain log at `path` (given as `key`), validated (forget split only) and of as many items as this
     run evaluates."""
-    from dsunlearn.data.tofu import eval_split_name, load_split
-    from dsunlearn.eval import tofu_log
+    from dsunlearn.suites.tofu import log as tofu_log
+    from dsunlearn.suites.tofu.data import eval_split_name, load_split
 
     try:
         log = tofu_log.load_log(path, splits=(tofu_log.FORGET,))

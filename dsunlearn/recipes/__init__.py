@@ -1,0 +1,1 @@
+"""Recipes: the jobs behind the commands (finetune, unlearn, offline G-effect, UIPE sweep, demo)."""
