@@ -70,6 +70,8 @@ class ObjectiveSpec:
         retain_loss: default retain regulariser name (a key of ``REGULARIZERS``) or None.
         retain_weight: default lambda for the retain term (ignored when ``retain_loss`` is None).
         paper: link to the paper that defines the objective.
+        risk_is_negative_loss: the forget loss is minus the answer NLL (GA, and GradDiff's forget term), so
+            grad R(D_f) = -grad L_u(D_f) and the G-effect reuses the objective's gradient (no extra backward).
     """
 
     name: str
@@ -80,6 +82,7 @@ class ObjectiveSpec:
     retain_loss: str | None = None
     retain_weight: float = 1.0
     paper: str = ""
+    risk_is_negative_loss: bool = False
 
     def resolve(self, overrides: Mapping[str, Any] | None = None, where: str = "objective") -> dict:
         """Defaults updated with ``overrides`` (None values keep the default).
@@ -114,7 +117,7 @@ class RegularizerSpec:
 
 
 OBJECTIVES: dict[str, ObjectiveSpec] = {
-    "ga": ObjectiveSpec("ga", ga, False, paper="https://arxiv.org/abs/2210.01504"),
+    "ga": ObjectiveSpec("ga", ga, False, paper="https://arxiv.org/abs/2210.01504", risk_is_negative_loss=True),
     "graddiff": ObjectiveSpec(
         "graddiff",
         graddiff,
@@ -122,6 +125,7 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {
         retain_loss=_GRADDIFF_RETAIN_LOSS,
         retain_weight=_GRADDIFF_RETAIN_WEIGHT,
         paper="https://arxiv.org/abs/2203.12817",
+        risk_is_negative_loss=True,
     ),
     "npo": ObjectiveSpec(
         "npo", npo, True, _frozen({"beta": 0.1}), unit="sequence", paper="https://arxiv.org/abs/2404.05868"

@@ -42,9 +42,6 @@ from dsunlearn.geometry.geffect import g_effect
 from dsunlearn.suites.tofu.data import load_split
 from dsunlearn.unlearn_losses import global_count, nll_loss, objective_loss
 
-# Objectives whose forget loss IS -R(D_f): grad R(D_f) = -grad L_u, reused instead of a third backward.
-NEGATIVE_RISK = ("ga", "graddiff")
-
 
 def find_states(run_dir: Path) -> list[tuple[int, Path | None]]:
     """[(step, delta dir)] in step order: (0, None) = the original model, then every complete checkpoint's
@@ -142,7 +139,7 @@ class _Probe:
         """(grad L_u(D_f), grad R(D_f), grad R(D_r) or None, [loss sums of the three on this rank])."""
         g_obj, st_o = ue.grad_of(self.fb, _only_real(objective_loss(self.spec, self.params, 1.0, self.f_units)))
         sums = [sum(s["loss_sum"] for s in st_o)]
-        if self.spec.name in NEGATIVE_RISK:
+        if self.spec.risk_is_negative_loss:
             g_rf = g_obj.clone().scale_(-1.0)
             sums.append(-sums[0])
         else:

@@ -167,7 +167,7 @@ class UnlearnRun:
             if g_rnll is None:
                 g_rnll, _ = self.ue.grad_of(rb, nll_loss(1.0, r_tokens))
             if geffect:
-                if self.spec.name == "ga":  # grad R(D_f) = -grad L_ga: reuse, no third backward
+                if self.spec.risk_is_negative_loss:  # grad R(D_f) = -grad L_u(D_f): reuse, no third backward
                     g_risk_f = g_obj.clone().scale_(-1.0)
                 else:
                     g_risk_f, _ = self.ue.grad_of(fb, nll_loss(1.0, f_tokens))
