@@ -94,16 +94,40 @@ class DataConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
+# The objectives registry imports torch; the config stays importable without it, so it is read on first use.
+def _objective_names() -> tuple[str, ...]:
+    from dsunlearn.objectives import OBJECTIVES
+
+    return tuple(OBJECTIVES)
+
+
+def _hyperparameter_types() -> dict[str, type]:
+    from dsunlearn.objectives import hyperparameter_types
+
+    return hyperparameter_types()
+
+
 @dataclass
 class ObjectiveConfig:
-    name: str = _f("npo", "forget objective", ("ga", "graddiff", "npo", "simnpo", "wga", "tnpo", "wtnpo"))
+    """The forget objective and its coefficients; its own hyper-parameters are flat keys (`objective.beta`).
+
+    `params` holds them: which keys exist, their types, defaults and bounds are the keyword-only parameters of
+    the objective's function (`dsunlearn/objectives/hparams.py`), so an objective with a new parameter needs no
+    edit here. `validate` fills in the defaults, so the written config.yaml shows every effective value.
+    """
+
+    name: str = _f("npo", "forget objective", _objective_names)  # choices: the registry's names
     gamma: float = _f(1.0, "coefficient of the forget loss")
     lambda_: float = _f(1.0, "coefficient of the retain regulariser (YAML key: lambda)")
     retain_loss: str = _f("auto", "retain regulariser; auto = objective's default", ("auto", "none", "nll", "kl"))
     kl_positions: str = _f("answer", "positions the KL regulariser averages over", ("answer", "all"))
-    beta: float | None = _f(None, "inverse temperature (npo 0.1, simnpo 4.5, tnpo/wtnpo 4); null = default")
-    alpha: float | None = _f(None, "power on p (wga 1.0, wtnpo 1.5); null = default")
-    delta: float | None = _f(None, "simnpo margin (0); null = default")
+    params: dict = field(
+        default_factory=dict,
+        metadata={
+            "help": "a hyper-parameter of the objective; default: the objective's signature, null = default",
+            "flat_keys": _hyperparameter_types,  # written objective.<key>, not objective.params.<key>
+        },
+    )
 
 
 @dataclass
@@ -192,6 +216,30 @@ def _finite_positive(key: str, value, allow_zero: bool = False) -> None:
     _require(ok, key, value, "must be a finite number " + (">= 0" if allow_zero else "> 0"))
 
 
+def _resolve_hyperparameters(o: ObjectiveConfig) -> dict[str, tuple]:
+    """Set `o.params` to the objective's hyper-parameters (signature defaults updated with the config's) and
+    check each one's sign; returns {dotted key: (value, (lo, hi, why))} for `check_bounds`.
+
+    A key of another objective is refused naming the allowed ones (`ObjectiveSpec.resolve`); the sign comes
+    from the declared range's lower bound: lo > 0 means "> 0", lo == 0 ">= 0", below 0 only "finite".
+    """
+    from dsunlearn.objectives import get_objective
+
+    spec = get_objective(o.name)
+    o.params = spec.resolve(o.params)
+    ranges = {}
+    for key, hp in spec.hyperparams.items():
+        value, rng = o.params[key], hp.range
+        if rng is None or isinstance(value, bool):
+            continue
+        if rng.lo < 0:
+            _require(math.isfinite(value), f"objective.{key}", value, "must be a finite number")
+        else:
+            _finite_positive(f"objective.{key}", value, allow_zero=rng.lo == 0)
+        ranges[f"objective.{key}"] = (value, (rng.lo, rng.hi, rng.why))
+    return ranges
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check ranges and cross-field rules the types cannot express; resolve `auto` values. Returns cfg."""
     e, o, d = cfg.engine, cfg.objective, cfg.data
@@ -211,12 +259,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError("engine.grad_accum_steps=0 (derive) needs engine.global_batch_size; set one of them")
     _finite_positive("objective.gamma", o.gamma, allow_zero=True)
     _finite_positive("objective.lambda", o.lambda_, allow_zero=True)
-    if o.beta is not None:
-        _finite_positive("objective.beta", o.beta)
-    if o.alpha is not None:
-        _finite_positive("objective.alpha", o.alpha, allow_zero=True)
-    if o.delta is not None:
-        _require(math.isfinite(o.delta), "objective.delta", o.delta, "must be a finite number")
+    hyperparameter_ranges = _resolve_hyperparameters(o)
     _require(0.0 < cfg.geometry.gru_ema <= 1.0, "geometry.gru_ema", cfg.geometry.gru_ema, "must be in (0, 1]")
     _require(cfg.geometry.geffect_every >= 0, "geometry.geffect_every", cfg.geometry.geffect_every, "must be >= 0")
     _require(d.max_length >= 8, "data.max_length", d.max_length, "must be >= 8 tokens")
@@ -235,6 +278,6 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError("data.source=local needs data.path: the directory holding <split>.json files")
     if d.retain_split == "auto":
         d.retain_split = retain_split_for(d.forget_split)
-    check_bounds(cfg)  # every numeric field within what it can mean (config_bounds.BOUNDS)
+    check_bounds(cfg, hyperparameter_ranges)  # every numeric field within what it can mean (config_bounds.BOUNDS)
     check_tiny(cfg.model.tiny)
     return cfg

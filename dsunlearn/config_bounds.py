@@ -4,9 +4,11 @@ Python ints are unbounded and YAML hands over whatever it is given: `engine.micr
 builds 10^9 batch indices, `run.seed=10**14` overflows the sampler's seed arithmetic, a 5000-digit int cannot
 even be printed (`int.__str__` refuses past 4300 digits). So every int and float field of `RunConfig` has a
 range here, checked by `config.validate` before anything runs; `tests/unit/test_config_bounds.py` asserts no
-numeric field is left out. Bounds that need the data or the model (global batch <= dataset size, generation
-caps <= the model's `max_position_embeddings`) are checked where those are known, still before any run
-directory is written (`data/sampler.py`, `check_generation_fits` below).
+numeric field is left out. The objectives' own hyper-parameters (`objective.beta`, ...) are bounded where they
+are declared, in their function's signature (`objectives/hparams.py`), and checked here the same way.
+Bounds that need the data or the model (global batch <= dataset size, generation caps <= the model's
+`max_position_embeddings`) are checked where those are known, still before any run directory is written
+(`data/sampler.py`, `check_generation_fits` below).
 
 Error messages never print an unbounded value: `short_repr` cuts reprs to a few dozen characters.
 """
@@ -39,9 +41,6 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "data.max_length": (8, _TOKENS, "tokens of prompt + answer"),
     "objective.gamma": (0.0, 1e6, "a coefficient this large swamps the other terms: scale engine.lr instead"),
     "objective.lambda": (0.0, 1e6, "a coefficient this large swamps the other terms: scale engine.lr instead"),
-    "objective.beta": (1e-6, 1e4, "inverse temperature; 2/beta and beta x log-ratio overflow outside it"),
-    "objective.alpha": (0.0, 100.0, "a power on probabilities in [0, 1]: p^100 is already 0 in fp32"),
-    "objective.delta": (-1e4, 1e4, "a margin on per-token log-probabilities"),
     "engine.zero_stage": (0, 3, "DeepSpeed ZeRO stages"),
     "engine.lr": (0.0, 1e30, "larger values overflow the fp32 optimizer step"),
     "engine.weight_decay": (0.0, 1e4, "AdamW decay coefficient"),
@@ -96,14 +95,17 @@ def numeric_fields(cfg, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def check_bounds(cfg) -> None:
-    """Every numeric field within `BOUNDS` (None = unset is fine); ConfigError naming the key otherwise."""
-    for key, value in numeric_fields(cfg).items():
+def check_bounds(cfg, extra: dict[str, tuple] | None = None) -> None:
+    """Every numeric field within `BOUNDS` (None = unset is fine), and each `extra` {key: (value, (lo, hi,
+    why))} (the objective's hyper-parameters) within its own; ConfigError naming the key otherwise."""
+    checks = [(key, value, BOUNDS.get(key)) for key, value in numeric_fields(cfg).items()]
+    checks += [(key, value, bound) for key, (value, bound) in (extra or {}).items()]
+    for key, value, bound in checks:
         if value is None or isinstance(value, bool):
             continue
-        if key not in BOUNDS:  # a new field without a bound yet: tests/unit/test_config_bounds.py fails on it
+        if bound is None:  # a new field without a bound yet: tests/unit/test_config_bounds.py fails on it
             continue
-        lo, hi, why = BOUNDS[key]
+        lo, hi, why = bound
         if not (isinstance(value, (int, float)) and math.isfinite(value) and lo <= value <= hi):
             raise ConfigError(
                 f"{key}={short_repr(value)} is out of range: must be in [{_num(lo)}, {_num(hi)}] ({why}); "

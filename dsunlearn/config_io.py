@@ -123,7 +123,7 @@ def _unknown_key(key: str, allowed: list[str]) -> ConfigError:
 def _example(f: dataclasses.Field, type_name: str) -> str:
     """The field's default as an override value (`1.0e-05`, `[full, retain]`), or `<type>` when it has none."""
     default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
-    if default is None or default is dataclasses.MISSING:
+    if default is None or default is dataclasses.MISSING or "flat_keys" in f.metadata:
         return f"<{type_name}>"
     return yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
 
@@ -165,21 +165,35 @@ def _coerce(key: str, value, tp, f: dataclasses.Field):
             f"write e.g. {key}={example}"
         )
     choices = f.metadata.get("choices")
+    choices = choices() if callable(choices) else choices  # a callable reads a registry (objective names)
     if choices is not None and value not in choices and not (key.endswith("retain_split")):
         allowed = ", ".join(map(str, choices))
         raise ConfigError(f"{key}={short_repr(value)} is not allowed; choose one of: {allowed}")
     return value
 
 
+def _flat_field(cls) -> dataclasses.Field | None:
+    """The field of `cls` whose dict takes the section's extra keys (`ObjectiveConfig.params`), if any."""
+    return next((f for f in dataclasses.fields(cls) if "flat_keys" in f.metadata), None)
+
+
 def _apply(obj, data: dict, prefix: str) -> None:
     if not isinstance(data, dict):
         raise ConfigError(f"'{prefix.rstrip('.') or 'config'}' must be a mapping of keys, got {type(data).__name__}")
     fields, hints = _fields(type(obj)), _field_types(type(obj))
+    flat = _flat_field(type(obj))
+    flat_types = flat.metadata["flat_keys"]() if flat is not None else {}
+    if flat is not None:
+        fields.pop(flat.name)  # its keys are written flat: objective.beta, never objective.params
     for raw_key, value in data.items():
         name = _ALIASES.get(raw_key, raw_key)
         key = prefix + (raw_key if isinstance(raw_key, str) else short_repr(raw_key))
+        if name in flat_types and name not in fields:
+            # Checked here for type (int -> float, NaN refused); which keys the chosen objective takes, in validate.
+            getattr(obj, flat.name)[name] = _coerce(key, value, flat_types[name] | None, flat)
+            continue
         if name not in fields:
-            raise _unknown_key(key, list(fields))
+            raise _unknown_key(key, list(fields) + list(flat_types))
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
             _apply(getattr(obj, name), value if value is not None else {}, key + ".")
@@ -256,6 +270,9 @@ def config_to_dict(cfg) -> dict:
     out = {}
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
+        if "flat_keys" in f.metadata:  # the objective's hyper-parameters, as they are written: objective.beta
+            out.update(v)
+            continue
         out[_UNALIASES.get(f.name, f.name)] = config_to_dict(v) if dataclasses.is_dataclass(v) else v
     return out
 

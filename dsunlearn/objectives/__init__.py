@@ -1,12 +1,14 @@
 """Unlearning objectives: pure functions of per-token log-probabilities (no model, no DeepSpeed).
 
-Every forget objective has the signature ``fn(logp, mask, ref_logp=None, **hparams) -> LossTerms`` with
+Every forget objective has the signature ``fn(logp, mask, ref_logp=None, *, **hparams) -> LossTerms`` with
 ``logp, mask, ref_logp: [B, T']`` from ``token_logprobs`` (already shifted, 0 off the mask). All are
-losses to MINIMISE, exactly as in METHODS.md. The engine looks objectives up by config name:
+losses to MINIMISE, exactly as in METHODS.md. Its keyword-only parameters ARE its hyper-parameters: their
+defaults, types and ranges are read from the signature (``hparams.py``), and the config takes them as
+``objective.<name>``. The engine looks objectives up by config name:
 
     o = cfg.objective
     spec = get_objective(o.name)                         # ConfigError for an unknown name
-    params = spec.resolve({"beta": o.beta, "alpha": o.alpha, "delta": o.delta})  # None = default
+    params = spec.resolve(o.params)                      # the signature's defaults, updated; None = default
     logp, mask = token_logprobs(logits, labels)
     ref = token_logprobs(ref_logits, labels)[0] if spec.needs_reference else None
     terms = spec.fn(logp, mask, ref, **params)           # LossTerms: loss_sum, count, per_item, weights
@@ -27,8 +29,8 @@ from dsunlearn.errors import ConfigError
 
 from .ga import ga
 from .graddiff import RETAIN_LOSS as _GRADDIFF_RETAIN_LOSS
-from .graddiff import RETAIN_WEIGHT as _GRADDIFF_RETAIN_WEIGHT
 from .graddiff import graddiff
+from .hparams import HyperParam, Range, hyperparameters
 from .logprobs import IGNORE_INDEX, mean_nll, sequence_logprob, token_logprobs
 from .npo import npo
 from .regularizers import kl, nll
@@ -63,26 +65,32 @@ class ObjectiveSpec:
 
     Attributes:
         name: config name (``objective.name``).
-        fn: ``fn(logp, mask, ref_logp=None, **hparams) -> LossTerms``.
+        fn: ``fn(logp, mask, ref_logp=None, *, **hparams) -> LossTerms``.
         needs_reference: the engine must run the frozen reference model and pass ``ref_logp``.
-        defaults: default hyper-parameters (METHODS.md).
         unit: "token" or "sequence", the unit the engine normalises by.
         retain_loss: default retain regulariser name (a key of ``REGULARIZERS``) or None.
-        retain_weight: default lambda for the retain term (ignored when ``retain_loss`` is None).
         paper: link to the paper that defines the objective.
         risk_is_negative_loss: the forget loss is minus the answer NLL (GA, and GradDiff's forget term), so
             grad R(D_f) = -grad L_u(D_f) and the G-effect reuses the objective's gradient (no extra backward).
+        hyperparams: (derived) ``fn``'s keyword-only parameters: name, default, type, range (``hparams.py``).
     """
 
     name: str
     fn: Callable[..., LossTerms]
     needs_reference: bool
-    defaults: Mapping[str, Any] = field(default_factory=_frozen)
     unit: str = "token"
     retain_loss: str | None = None
-    retain_weight: float = 1.0
     paper: str = ""
     risk_is_negative_loss: bool = False
+    hyperparams: Mapping[str, HyperParam] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hyperparams", hyperparameters(self.fn))  # TypeError for a malformed signature
+
+    @property
+    def defaults(self) -> Mapping[str, Any]:
+        """Default hyper-parameters: the defaults of ``fn``'s signature (read-only)."""
+        return _frozen({k: hp.default for k, hp in self.hyperparams.items()})
 
     def resolve(self, overrides: Mapping[str, Any] | None = None, where: str = "objective") -> dict:
         """Defaults updated with ``overrides`` (None values keep the default).
@@ -123,24 +131,14 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {
         graddiff,
         False,
         retain_loss=_GRADDIFF_RETAIN_LOSS,
-        retain_weight=_GRADDIFF_RETAIN_WEIGHT,
         paper="https://arxiv.org/abs/2203.12817",
         risk_is_negative_loss=True,
     ),
-    "npo": ObjectiveSpec(
-        "npo", npo, True, _frozen({"beta": 0.1}), unit="sequence", paper="https://arxiv.org/abs/2404.05868"
-    ),
-    "simnpo": ObjectiveSpec(
-        "simnpo",
-        simnpo,
-        False,
-        _frozen({"beta": 4.5, "delta": 0.0}),
-        unit="sequence",
-        paper="https://arxiv.org/abs/2410.07163",
-    ),
-    "wga": ObjectiveSpec("wga", wga, False, _frozen({"alpha": 1.0}), paper=_WANG2025),
-    "tnpo": ObjectiveSpec("tnpo", tnpo, True, _frozen({"beta": 4.0}), paper=_WANG2025),
-    "wtnpo": ObjectiveSpec("wtnpo", wtnpo, True, _frozen({"alpha": 1.5, "beta": 4.0}), paper=_WANG2025),
+    "npo": ObjectiveSpec("npo", npo, True, unit="sequence", paper="https://arxiv.org/abs/2404.05868"),
+    "simnpo": ObjectiveSpec("simnpo", simnpo, False, unit="sequence", paper="https://arxiv.org/abs/2410.07163"),
+    "wga": ObjectiveSpec("wga", wga, False, paper=_WANG2025),
+    "tnpo": ObjectiveSpec("tnpo", tnpo, True, paper=_WANG2025),
+    "wtnpo": ObjectiveSpec("wtnpo", wtnpo, True, paper=_WANG2025),
 }
 
 REGULARIZERS: dict[str, RegularizerSpec] = {
@@ -157,6 +155,22 @@ def get_objective(name: str) -> ObjectiveSpec:
         raise ConfigError(f"objective.name: unknown objective {name!r} (allowed: {', '.join(OBJECTIVES)})") from None
 
 
+def hyperparameter_types() -> dict[str, type]:
+    """{name: type} of the hyper-parameters of every registered objective, sorted: the config keys
+    ``objective.<name>`` (which of them the chosen objective takes is checked by its ``resolve``).
+
+    Raises TypeError if two objectives give one name different types (one key, one type in the config).
+    """
+    types: dict[str, type] = {}
+    for spec in OBJECTIVES.values():
+        for key, hp in spec.hyperparams.items():
+            if types.setdefault(key, hp.type) is not hp.type:
+                raise TypeError(
+                    f"hyper-parameter {key!r} is {types[key].__name__} elsewhere, {hp.type.__name__} in {spec.name!r}"
+                )
+    return dict(sorted(types.items()))
+
+
 def get_regularizer(name: str) -> RegularizerSpec:
     """The spec of retain regulariser ``name``; ConfigError listing the allowed names otherwise."""
     try:
@@ -171,13 +185,17 @@ __all__ = [
     "IGNORE_INDEX",
     "OBJECTIVES",
     "REGULARIZERS",
+    "HyperParam",
     "LossTerms",
     "ObjectiveSpec",
+    "Range",
     "RegularizerSpec",
     "ga",
     "get_objective",
     "get_regularizer",
     "graddiff",
+    "hyperparameter_types",
+    "hyperparameters",
     "kl",
     "mean_nll",
     "nll",

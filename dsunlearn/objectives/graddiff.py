@@ -3,10 +3,10 @@
 Liu et al. 2022, "Continual Learning and Private Unlearning", https://arxiv.org/abs/2203.12817
 (as the TOFU baseline "Grad. Diff.", https://arxiv.org/abs/2401.06121).
 
-The total loss is L = gamma * L_GA(D_f) + lambda * NLL(D_r) with lambda = 1. Only the forget term is a
-function of the forget batch, so ``graddiff`` below IS ``ga``; the retain term is added by the engine,
-which reads ``RETAIN_LOSS`` / ``RETAIN_WEIGHT`` (through ``OBJECTIVES["graddiff"]``) and computes
-``regularizers.nll`` on the retain batch.
+The total loss is L = gamma * L_GA(D_f) + lambda * NLL(D_r) with lambda = 1 (the config's
+``objective.lambda``). Only the forget term is a function of the forget batch, so ``graddiff`` below IS
+``ga``; the retain term is added by the engine, which reads ``RETAIN_LOSS`` (through
+``OBJECTIVES["graddiff"].retain_loss``) and computes ``regularizers.nll`` on the retain batch.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ import torch
 from .ga import ga
 from .types import LossTerms
 
-# The engine adds RETAIN_WEIGHT * regularizers.nll(retain batch) to this objective by default.
+# The engine adds objective.lambda * regularizers.nll(retain batch) to this objective by default.
 RETAIN_LOSS = "nll"
-RETAIN_WEIGHT = 1.0
 
 
 def graddiff(logp: torch.Tensor, mask: torch.Tensor, ref_logp: torch.Tensor | None = None) -> LossTerms:

@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 
 from ._common import check_inputs, masked, sequence_terms
+from .hparams import Beta
 from .logprobs import sequence_logprob
 from .types import LossTerms
 
 
-def npo(logp: torch.Tensor, mask: torch.Tensor, ref_logp: torch.Tensor, beta: float = 0.1) -> LossTerms:
+def npo(logp: torch.Tensor, mask: torch.Tensor, ref_logp: torch.Tensor, *, beta: Beta = 0.1) -> LossTerms:
     """NPO forget loss (minimised), one unit per sequence:
 
         L = -(2/beta) mean_s log sigmoid(-beta (l_theta(s) - l_ref(s))),   l(s) = sum_i log p_i.
@@ -28,7 +29,7 @@ def npo(logp: torch.Tensor, mask: torch.Tensor, ref_logp: torch.Tensor, beta: fl
     Args:
         logp, ref_logp: [B, T] per-token log-probs under the model and the frozen reference, 0 off the mask.
         mask: [B, T] bool, True on answer tokens.
-        beta: inverse temperature (> 0); default 0.1.
+        beta: inverse temperature (> 0).
 
     Returns:
         Sequence-level ``LossTerms``: ``per_item`` [B], ``weights`` [B]. A sequence without answer tokens

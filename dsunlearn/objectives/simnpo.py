@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ._common import check_inputs, masked, sequence_terms
+from .hparams import Beta, Delta
 from .logprobs import mean_nll, sequence_logprob
 from .types import LossTerms
 
@@ -18,8 +19,9 @@ def simnpo(
     logp: torch.Tensor,
     mask: torch.Tensor,
     ref_logp: torch.Tensor | None = None,
-    beta: float = 4.5,
-    delta: float = 0.0,
+    *,
+    beta: Beta = 4.5,
+    delta: Delta = 0.0,
 ) -> LossTerms:
     """SimNPO forget loss (minimised), one unit per sequence:
 
@@ -33,8 +35,8 @@ def simnpo(
         logp: [B, T] per-token log-probs, 0 off the mask.
         mask: [B, T] bool, True on answer tokens.
         ref_logp: unused (SimNPO needs no reference model); accepted for a uniform signature.
-        beta: inverse temperature (> 0); default 4.5.
-        delta: margin on the average NLL; default 0.
+        beta: inverse temperature (> 0).
+        delta: margin on the average NLL.
 
     Returns:
         Sequence-level ``LossTerms`` (``per_item``, ``weights`` [B]). A sequence without answer tokens

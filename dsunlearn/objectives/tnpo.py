@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from ._common import check_inputs, masked, token_terms
+from .hparams import Beta
 from .types import LossTerms
 
 
@@ -20,7 +21,7 @@ def tnpo_weights(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> tor
     return 2.0 * torch.sigmoid(beta * (logp.detach() - ref_logp.detach()))
 
 
-def tnpo(logp: torch.Tensor, mask: torch.Tensor, ref_logp: torch.Tensor, beta: float = 4.0) -> LossTerms:
+def tnpo(logp: torch.Tensor, mask: torch.Tensor, ref_logp: torch.Tensor, *, beta: Beta = 4.0) -> LossTerms:
     """TNPO forget loss (minimised): L = -mean_tokens sg(w_i) NLL_i = mean_tokens sg(w_i) log p_i,
 
         w_i = 2 p_i^beta / (p_i^beta + p_o,i^beta)   (p_o: the frozen reference model).
@@ -30,7 +31,7 @@ def tnpo(logp: torch.Tensor, mask: torch.Tensor, ref_logp: torch.Tensor, beta: f
     Args:
         logp, ref_logp: [B, T] per-token log-probs under the model and the reference, 0 off the mask.
         mask: [B, T] bool, True on answer tokens.
-        beta: inverse temperature (> 0); default 4.
+        beta: inverse temperature (> 0).
 
     Returns:
         Token-level ``LossTerms``.

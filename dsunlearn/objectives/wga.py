@@ -9,10 +9,13 @@ from __future__ import annotations
 import torch
 
 from ._common import check_inputs, masked, token_terms
+from .hparams import Alpha
 from .types import LossTerms
 
 
-def wga(logp: torch.Tensor, mask: torch.Tensor, ref_logp: torch.Tensor | None = None, alpha: float = 1.0) -> LossTerms:
+def wga(
+    logp: torch.Tensor, mask: torch.Tensor, ref_logp: torch.Tensor | None = None, *, alpha: Alpha = 1.0
+) -> LossTerms:
     """WGA forget loss (minimised): L = -mean_tokens sg(p_i)^alpha * NLL_i = mean_tokens sg(p_i^alpha) log p_i.
 
     Gradient: d loss / d log p_i = p_i^alpha / count, i.e. -sg(p_i^alpha) d NLL_i per token: tokens the
@@ -22,7 +25,7 @@ def wga(logp: torch.Tensor, mask: torch.Tensor, ref_logp: torch.Tensor | None = 
         logp: [B, T] per-token log-probs, 0 off the mask.
         mask: [B, T] bool, True on answer tokens.
         ref_logp: unused (no reference model); accepted for a uniform signature.
-        alpha: exponent of the token-probability weight (>= 0); default 1 (the paper's code also uses 5).
+        alpha: exponent of the token-probability weight (>= 0; the paper's code also uses 5).
 
     Returns:
         Token-level ``LossTerms``.

@@ -9,12 +9,13 @@ from __future__ import annotations
 import torch
 
 from ._common import check_inputs, masked, token_terms
+from .hparams import Alpha, Beta
 from .tnpo import tnpo_weights
 from .types import LossTerms
 
 
 def wtnpo(
-    logp: torch.Tensor, mask: torch.Tensor, ref_logp: torch.Tensor, alpha: float = 1.5, beta: float = 4.0
+    logp: torch.Tensor, mask: torch.Tensor, ref_logp: torch.Tensor, *, alpha: Alpha = 1.5, beta: Beta = 4.0
 ) -> LossTerms:
     """WTNPO forget loss (minimised): L = -mean_tokens sg(w_i) NLL_i = mean_tokens sg(w_i) log p_i,
 
@@ -25,8 +26,8 @@ def wtnpo(
     Args:
         logp, ref_logp: [B, T] per-token log-probs under the model and the reference, 0 off the mask.
         mask: [B, T] bool, True on answer tokens.
-        alpha: exponent of the extra p^alpha factor (>= 0); default 1.5.
-        beta: inverse temperature (> 0); default 4.
+        alpha: exponent of the extra p^alpha factor (>= 0).
+        beta: inverse temperature (> 0).
 
     Returns:
         Token-level ``LossTerms``.

@@ -254,7 +254,7 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
     micro = cfg.engine.micro_batch_size
     spec = get_objective(cfg.objective.name)
     o = cfg.objective
-    params = spec.resolve({"beta": o.beta, "alpha": o.alpha, "delta": o.delta})
+    params = spec.resolve(o.params)
     tokenizer = load_tokenizer(cfg.model.tokenizer or str(orig_dir), cfg.model.trust_remote_code)
     pad = pad_id_of(tokenizer)
     forget, retain = probe_set(cfg, tokenizer, probe_size)

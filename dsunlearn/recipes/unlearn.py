@@ -68,7 +68,7 @@ class UnlearnRun:
         d, o = cfg.data, cfg.objective
         self.world, self.rank = dist.world_size(), dist.rank()
         self.spec = get_objective(o.name)
-        self.params = self.spec.resolve({"beta": o.beta, "alpha": o.alpha, "delta": o.delta})
+        self.params = self.spec.resolve(o.params)
         self.reg, self.reg_params = retain_regularizer(cfg)
         # What needs neither tokenizer nor model is read first: a bad DeepSpeed JSON or data file fails in a
         # second, before transformers is imported.

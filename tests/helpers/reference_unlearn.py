@@ -159,7 +159,7 @@ def reference_unlearn(cfg, steps: int, world: int, geffect: bool = False) -> Ref
     retain_loss = {"graddiff": "nll"}.get(o.name) if o.retain_loss == "auto" else o.retain_loss
     assert retain_loss in (None, "none", "nll")
     has_retain = retain_loss == "nll"
-    beta = 0.1 if o.beta is None else o.beta
+    beta = 0.1 if o.params.get("beta") is None else o.params["beta"]
 
     tok = AutoTokenizer.from_pretrained(cfg.model.name_or_path)
     pad = pad_id_of(tok)

@@ -100,7 +100,7 @@ def float64_reference(model_dir: Path, run_dir: Path, n: int, k: int) -> dict:
     from dsunlearn.suites.tofu.data import load_split
 
     cfg = load_config(str(run_dir / "config.yaml"))
-    beta = cfg.objective.beta if cfg.objective.beta is not None else 0.1
+    beta = cfg.objective.params["beta"] if cfg.objective.params.get("beta") is not None else 0.1
     tok = load_tokenizer(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float64).eval()
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]

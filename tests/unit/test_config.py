@@ -15,7 +15,7 @@ def test_defaults_validate_and_resolve_retain_split():
 
 def test_overrides_types_and_lambda_alias():
     cfg = load_config(None, ["objective.beta=0.2", "engine.lr=1e-5", "objective.lambda=0.5", "geometry.gru=true"])
-    assert cfg.objective.beta == 0.2 and cfg.engine.lr == 1e-5 and cfg.objective.lambda_ == 0.5
+    assert cfg.objective.params["beta"] == 0.2 and cfg.engine.lr == 1e-5 and cfg.objective.lambda_ == 0.5
     assert cfg.geometry.gru is True
     assert isinstance(load_config(None, ["engine.lr=1"]).engine.lr, float)  # int accepted for a float
     assert parse_overrides(["a.b=1", "a.c=x"]) == {"a": {"b": 1, "c": "x"}}

@@ -5,6 +5,7 @@ import inspect
 import pytest
 import torch
 
+from dsunlearn.config import ObjectiveConfig
 from dsunlearn.errors import ConfigError
 from dsunlearn.objectives import (
     OBJECTIVES,
@@ -44,7 +45,8 @@ def test_defaults_follow_methods_and_the_function_signatures():
 
 
 def test_retain_defaults():
-    assert OBJECTIVES["graddiff"].retain_loss == "nll" and OBJECTIVES["graddiff"].retain_weight == 1.0
+    # GradDiff's lambda = 1 is the config's objective.lambda default (the spec's retain_weight was never read).
+    assert OBJECTIVES["graddiff"].retain_loss == "nll" and ObjectiveConfig().lambda_ == 1.0
     assert all(spec.retain_loss is None for name, spec in OBJECTIVES.items() if name != "graddiff")
 
 
