@@ -36,9 +36,11 @@ setup(
         "pyyaml>=6.0",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.2"],
+        # ruff: CI (.ci/run) lints and format-checks after the tests; its formatter's style changes between
+        # minor versions, so the range is the one the code is formatted with.
+        "test": ["pytest>=8", "pytest-timeout>=2.2", "ruff>=0.17,<0.18"],
         "wandb": ["wandb>=0.17"],
-        "dev": ["ruff>=0.6", "pytest>=8", "pytest-timeout>=2.2", "wandb>=0.17"],
+        "dev": ["ruff>=0.17,<0.18", "pytest>=8", "pytest-timeout>=2.2", "wandb>=0.17"],
     },
     entry_points={"console_scripts": ["dsunlearn=dsunlearn.cli:main"]},
 )

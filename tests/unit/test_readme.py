@@ -12,3 +12,12 @@ def test_ci_runs_the_readme_commands_verbatim():
     test = "python -m pytest -q"
     assert f"```bash\n{install}\n```" in readme and f"```bash\n{test}\n```" in readme
     assert f"{install} || exit 1" in ci and f"\n{test}\n" in ci
+
+
+def test_ci_lints_and_format_checks_after_the_tests():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    lint = ("ruff check .", "ruff format --check .")
+    assert all(f"`{cmd}`" in readme and f"\n{cmd} ||" in ci for cmd in lint)
+    assert ci.index("python -m pytest -q") < ci.index(lint[0]) < ci.index(lint[1])
+    assert "ruff>=" in (ROOT / "setup.py").read_text().split('"test":', 1)[1].split("]", 1)[0]
