@@ -1,0 +1,137 @@
+"""Hyper-parameters declared once, in each objective's signature: the registry's defaults, the config's keys,
+types and bounds, the written config.yaml and the docs' tables all follow it; a new objective needs no other edit."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+from typing import Annotated
+
+import pytest
+import torch
+import yaml
+
+from dsunlearn.config_io import config_to_dict, dump_config, load_config
+from dsunlearn.errors import ConfigError
+from dsunlearn.objectives import OBJECTIVES, LossTerms, ObjectiveSpec, Range, hyperparameter_types, hyperparameters
+from dsunlearn.objectives.hparams import Beta
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _signature_defaults(fn) -> dict:
+    params = inspect.signature(fn).parameters.values()
+    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}
+
+
+def test_defaults_are_the_keyword_only_parameters_of_the_signature():
+    for name, spec in OBJECTIVES.items():
+        assert dict(spec.defaults) == _signature_defaults(spec.fn), name
+        assert all(hp.type is float and hp.range is not None for hp in spec.hyperparams.values()), name
+    assert load_config(None, ["objective.name=simnpo"]).objective.params == {"beta": 4.5, "delta": 0.0}
+    assert load_config(None, ["objective.name=ga"]).objective.params == {}
+
+
+def _toy(
+    logp: torch.Tensor,
+    mask: torch.Tensor,
+    ref_logp: torch.Tensor | None = None,
+    *,
+    strength: Annotated[float, Range(0.5, 8.0, "a toy's bound")] = 2.0,
+    beta: Beta = 0.3,
+) -> LossTerms:
+    raise NotImplementedError
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    monkeypatch.setitem(OBJECTIVES, "toy", ObjectiveSpec("toy", _toy, needs_reference=False))
+
+
+def test_a_new_objective_with_a_new_parameter_needs_no_schema_edit(toy, tmp_path):
+    cfg = load_config(None, ["objective.name=toy", "objective.strength=3"])
+    assert cfg.objective.params == {"strength": 3.0, "beta": 0.3}  # int given, float kept; beta's default
+    assert load_config(None, ["objective.name=toy"]).objective.params == {"strength": 2.0, "beta": 0.3}
+    with pytest.raises(ConfigError, match=r"objective\.strength=9\.0 is out of range: must be in \[0\.5, 8\]"):
+        load_config(None, ["objective.name=toy", "objective.strength=9"])
+    with pytest.raises(ConfigError, match=r"objective\.strength=0\.0 .* > 0"):  # lo > 0: the sign first
+        load_config(None, ["objective.name=toy", "objective.strength=0"])
+    with pytest.raises(ConfigError, match=r"objective\.strength: not a hyper-parameter of 'npo' \(allowed: beta\)"):
+        load_config(None, ["objective.strength=3"])
+    data = yaml.safe_load(dump_config(cfg, tmp_path / "config.yaml").read_text())
+    assert data["objective"]["strength"] == 3.0 and data["objective"]["beta"] == 0.3
+    assert load_config(str(tmp_path / "config.yaml")) == cfg
+
+
+def test_a_key_the_objective_does_not_take_is_refused_naming_the_allowed_keys():
+    for overrides, words in [
+        (["objective.alpha=0.5"], "objective.alpha: not a hyper-parameter of 'npo' (allowed: beta)"),
+        (["objective.name=wtnpo", "objective.delta=1"], "not a hyper-parameter of 'wtnpo' (allowed: alpha, beta)"),
+        (["objective.name=ga", "objective.beta=0.2"], "objective.beta: not a hyper-parameter of 'ga' (allowed: none)"),
+        (["objective.bta=1"], "allowed here: name, gamma, lambda, retain_loss, kl_positions, alpha, beta, delta"),
+        (["objective.params.beta=1"], "unknown config key 'objective.params'"),  # one spelling: objective.beta
+    ]:
+        with pytest.raises(ConfigError) as e:
+            load_config(None, overrides)
+        assert words in str(e.value) and "\n" not in str(e.value), str(e.value)
+    # null is "the default", also for another objective's key (run configs written before the change hold them)
+    assert load_config(None, ["objective.name=ga", "objective.beta=null"]).objective.params == {}
+
+
+def test_the_config_shows_the_effective_hyper_parameters(tmp_path):
+    shown = config_to_dict(load_config("tiny_wtnpo", ["objective.beta=2.5"]))["objective"]
+    assert list(shown) == ["name", "gamma", "lambda", "retain_loss", "kl_positions", "alpha", "beta"]
+    assert (shown["alpha"], shown["beta"]) == (1.5, 2.5)
+    old = tmp_path / "old.yaml"  # a config.yaml as written before: every objective's keys, null = default
+    old.write_text("objective: {name: npo, beta: null, alpha: null, delta: null}\n")
+    assert load_config(str(old)).objective.params == {"beta": 0.1}
+
+
+def test_malformed_signatures_are_refused_when_registered():
+    def positional(logp, mask, ref_logp=None, beta: float = 0.1): ...
+
+    def unbounded(logp, mask, ref_logp=None, *, beta: float = 0.1): ...
+
+    def no_default(logp, mask, ref_logp=None, *, beta: Beta): ...
+
+    for fn, words in [(positional, "keyword-only"), (unbounded, "Range"), (no_default, "a default")]:
+        with pytest.raises(TypeError, match=words):
+            ObjectiveSpec(fn.__name__, fn, needs_reference=False)
+    declared = hyperparameters(_toy)
+    assert list(declared) == ["strength", "beta"]  # signature order
+    assert declared["strength"].range == Range(0.5, 8.0, "a toy's bound") and declared["beta"].range.lo == 1e-6
+
+
+def test_one_name_has_one_type_across_objectives(monkeypatch):
+    assert hyperparameter_types() == {"alpha": float, "beta": float, "delta": float}
+
+    def clash(logp, mask, ref_logp=None, *, beta: Annotated[int, Range(1, 2, "x")] = 1): ...
+
+    monkeypatch.setitem(OBJECTIVES, "clash", ObjectiveSpec("clash", clash, needs_reference=False))
+    with pytest.raises(TypeError, match="'beta' is float elsewhere, int in 'clash'"):
+        hyperparameter_types()
+
+
+_SYMBOLS = {"α": "alpha", "β": "beta", "δ": "delta", "λ": "lambda"}
+
+
+def _tables(text: str) -> dict[str, dict[str, float]]:
+    """{config name: {parameter: default}} from a Methods table's Defaults column ("α = 1.5, β = 4")."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[4].startswith("`") and cells[4].strip("`") in OBJECTIVES:
+            pairs = re.findall(r"([αβδλ]|`?\w+`?) = ([-\d.]+)", cells[2])
+            rows[cells[4].strip("`")] = {_SYMBOLS.get(k, k.strip("`")): float(v) for k, v in pairs}
+    return rows
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/objectives_table.md"])
+def test_the_methods_tables_match_the_signatures(doc):
+    rows = _tables((ROOT / doc).read_text())
+    assert set(rows) == set(OBJECTIVES), doc
+    for name, spec in OBJECTIVES.items():
+        table = {k: v for k, v in rows[name].items() if k != "lambda"}  # lambda: objective.lambda, not the fn's
+        assert table == dict(spec.defaults), (doc, name)
+    assert rows["graddiff"]["lambda"] == load_config().objective.lambda_
