@@ -216,21 +216,21 @@ def _finite_positive(key: str, value, allow_zero: bool = False) -> None:
     _require(ok, key, value, "must be a finite number " + (">= 0" if allow_zero else "> 0"))
 
 
-def _resolve_hyperparameters(o: ObjectiveConfig) -> dict[str, tuple]:
-    """Set `o.params` to the objective's hyper-parameters (signature defaults updated with the config's) and
-    check each one's sign; returns {dotted key: (value, (lo, hi, why))} for `check_bounds`.
+def _check_hyperparameters(o: ObjectiveConfig) -> dict[str, tuple]:
+    """Check the sign of each hyper-parameter the config sets; returns {dotted key: (value, (lo, hi, why))} for
+    `check_bounds`. Whether the objective takes the key is checked after the bounds (`validate`'s last step).
 
-    A key of another objective is refused naming the allowed ones (`ObjectiveSpec.resolve`); the sign comes
+    A value is checked against the chosen objective's declaration of its key, or another objective's if it
+    does not take it (`objective.beta=0` with `ga` is reported as beta <= 0, as it always was). The sign comes
     from the declared range's lower bound: lo > 0 means "> 0", lo == 0 ">= 0", below 0 only "finite".
     """
-    from dsunlearn.objectives import get_objective
+    from dsunlearn.objectives import OBJECTIVES
 
-    spec = get_objective(o.name)
-    o.params = spec.resolve(o.params)
+    specs = [OBJECTIVES[o.name], *OBJECTIVES.values()]
     ranges = {}
-    for key, hp in spec.hyperparams.items():
-        value, rng = o.params[key], hp.range
-        if rng is None or isinstance(value, bool):
+    for key, value in o.params.items():
+        rng = next(s.hyperparams[key].range for s in specs if key in s.hyperparams)
+        if value is None or rng is None or isinstance(value, bool):
             continue
         if rng.lo < 0:
             _require(math.isfinite(value), f"objective.{key}", value, "must be a finite number")
@@ -259,7 +259,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError("engine.grad_accum_steps=0 (derive) needs engine.global_batch_size; set one of them")
     _finite_positive("objective.gamma", o.gamma, allow_zero=True)
     _finite_positive("objective.lambda", o.lambda_, allow_zero=True)
-    hyperparameter_ranges = _resolve_hyperparameters(o)
+    hyperparameter_ranges = _check_hyperparameters(o)
     _require(0.0 < cfg.geometry.gru_ema <= 1.0, "geometry.gru_ema", cfg.geometry.gru_ema, "must be in (0, 1]")
     _require(cfg.geometry.geffect_every >= 0, "geometry.geffect_every", cfg.geometry.geffect_every, "must be >= 0")
     _require(d.max_length >= 8, "data.max_length", d.max_length, "must be >= 8 tokens")
@@ -280,4 +280,9 @@ def validate(cfg: RunConfig) -> RunConfig:
         d.retain_split = retain_split_for(d.forget_split)
     check_bounds(cfg, hyperparameter_ranges)  # every numeric field within what it can mean (config_bounds.BOUNDS)
     check_tiny(cfg.model.tiny)
+    from dsunlearn.objectives import get_objective  # torch: read on first use (see _objective_names)
+
+    # The signature's defaults updated with the config's, so config.yaml shows every effective value; a key the
+    # objective does not take is refused naming the allowed ones.
+    o.params = get_objective(o.name).resolve(o.params)
     return cfg

@@ -75,6 +75,9 @@ def test_a_key_the_objective_does_not_take_is_refused_naming_the_allowed_keys():
         with pytest.raises(ConfigError) as e:
             load_config(None, overrides)
         assert words in str(e.value) and "\n" not in str(e.value), str(e.value)
+    # a value is checked for sign and range before whether the objective takes it (the order config errors had)
+    with pytest.raises(ConfigError, match=r"objective\.beta=0\.0 is out of range: must be a finite number > 0"):
+        load_config(None, ["objective.name=ga", "objective.beta=0"])
     # null is "the default", also for another objective's key (run configs written before the change hold them)
     assert load_config(None, ["objective.name=ga", "objective.beta=null"]).objective.params == {}
 
