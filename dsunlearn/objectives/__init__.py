@@ -2,7 +2,7 @@
 
 Every forget objective has the signature ``fn(logp, mask, ref_logp=None, **hparams) -> LossTerms`` with
 ``logp, mask, ref_logp: [B, T']`` from ``token_logprobs`` (already shifted, 0 off the mask). All are
-losses to MINIMISE, exactly as in METHODS.md. The engine looks objectives up by config name:
+losses to MINIMISE, exactly as in docs/methods.md. The engine looks objectives up by config name:
 
     o = cfg.objective
     spec = get_objective(o.name)                         # ConfigError for an unknown name
@@ -65,7 +65,7 @@ class ObjectiveSpec:
         name: config name (``objective.name``).
         fn: ``fn(logp, mask, ref_logp=None, **hparams) -> LossTerms``.
         needs_reference: the engine must run the frozen reference model and pass ``ref_logp``.
-        defaults: default hyper-parameters (METHODS.md).
+        defaults: default hyper-parameters (docs/methods.md#forget-objectives).
         unit: "token" or "sequence", the unit the engine normalises by.
         retain_loss: default retain regulariser name (a key of ``REGULARIZERS``) or None.
         retain_weight: default lambda for the retain term (ignored when ``retain_loss`` is None).
