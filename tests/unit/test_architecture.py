@@ -2,8 +2,9 @@
 `ast` (nothing is imported), every import statement is resolved to a module name, inside functions too.
 
 A new module or package must be placed on the map (`COMPONENTS` here and the table of docs/architecture.md).
-`ALLOWED_VIOLATIONS` lists the imports that break a rule today; a new violation fails, and so does an entry
-that no longer occurs (remove it when the restructuring fixes it).
+Imports under `if TYPE_CHECKING:` (annotations only, never executed) do not count. `ALLOWED_VIOLATIONS` lists
+the imports that break a rule today; a new violation fails, and so does an entry that no longer occurs (remove it
+when the restructuring fixes it).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "dsunlearn"
 
-# component -> module prefixes (a module belongs to the component of its longest matching prefix)
+# component -> module prefixes (a module belongs to the component of its longest matching prefix; the package
+# root "dsunlearn" matches only itself)
 COMPONENTS: dict[str, tuple[str, ...]] = {
     "cli": ("dsunlearn.cli", "dsunlearn.__main__", "dsunlearn.commands"),
     # unlearn_losses: the unlearn recipe's loss closures, at the top level today
@@ -29,7 +31,14 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     "models": ("dsunlearn.models",),
     "data": ("dsunlearn.data",),
     "config": ("dsunlearn.config", "dsunlearn.config_io", "dsunlearn.config_bounds"),
-    "rundir": ("dsunlearn.rundir", "dsunlearn.runlock", "dsunlearn.path_guard", "dsunlearn.manifest"),
+    # run_layout: RunDir, the one owner of a run directory's layout (issue 13 item 3)
+    "rundir": (
+        "dsunlearn.rundir",
+        "dsunlearn.run_layout",
+        "dsunlearn.runlock",
+        "dsunlearn.path_guard",
+        "dsunlearn.manifest",
+    ),
     "tracking": ("dsunlearn.tracking", "dsunlearn.report", "dsunlearn.plots"),
     "leaf": ("dsunlearn", "dsunlearn.errors", "dsunlearn.fsutil", "dsunlearn.dist", "dsunlearn.safetensors_writer"),
 }
@@ -51,6 +60,12 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "config": frozenset(),
     "objectives": frozenset(),  # and of the leaves only dsunlearn.errors (OBJECTIVES_MAY_IMPORT)
     "leaf": frozenset(),
+}
+# Small owners of one thing that every component may import; they import only the leaves themselves.
+SHARED: dict[str, str] = {
+    "dsunlearn.suites": "the suite registry: names and get_suite (the config validates data.suite against it)",
+    "dsunlearn.engine.partitioning": "how ZeRO-3 marks a partitioned parameter (models/, eval/ ask it)",
+    "dsunlearn.uipe.delta_format": "the delta files' names, metadata and fix-up keys (writer and reader)",
 }
 OBJECTIVES_MAY_IMPORT = {"dsunlearn.errors"}
 OBJECTIVES_THIRD_PARTY = {"torch"}
@@ -78,13 +93,30 @@ def _is_module(name: str) -> bool:
     return (ROOT / rel.with_suffix(".py")).is_file() or (ROOT / rel / "__init__.py").is_file()
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
 def imports_of(path: Path) -> set[str]:
     """Every module `path` imports, resolved: `from dsunlearn import dist` -> dsunlearn.dist, relative imports
     against the module's package, `from x import name` -> x when `x.name` is not a module."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    # annotation-only imports (`if TYPE_CHECKING:`) are never executed: not a dependency
+    skip = {
+        id(n)
+        for branch in ast.walk(tree)
+        if isinstance(branch, ast.If) and _is_type_checking(branch.test)
+        for stmt in branch.body
+        for n in ast.walk(stmt)
+    }
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -104,13 +136,20 @@ def component_of(module: str) -> str | None:
     best, best_len = None, -1
     for comp, prefixes in COMPONENTS.items():
         for p in prefixes:
-            if (module == p or module.startswith(p + ".")) and len(p) > best_len:
+            inside = module == p or (p != "dsunlearn" and module.startswith(p + "."))
+            if inside and len(p) > best_len:
                 best, best_len = comp, len(p)
     return best
 
 
 def modules() -> list[Path]:
     return sorted(PKG.rglob("*.py"))
+
+
+def _suite_of(module: str) -> str | None:
+    """`tofu` for dsunlearn.suites.tofu[.x]; None for dsunlearn.suites and modules directly in it."""
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and not (PKG / "suites" / f"{parts[2]}.py").is_file() else None
 
 
 def rule_broken(me: str, imp: str) -> str | None:
@@ -123,11 +162,15 @@ def rule_broken(me: str, imp: str) -> str | None:
             return "objectives/ import only torch and the standard library"
         return None
     theirs = component_of(imp)
+    if me in SHARED:
+        return None if theirs == "leaf" else "a shared module imports only the leaves"
     if mine == "objectives":
         return None if theirs == "objectives" or imp in OBJECTIVES_MAY_IMPORT else "objectives/ import only errors"
+    if imp in SHARED:
+        return None
     if mine == theirs == "suites":
-        # dsunlearn.suites.<name>...: a suite's own modules, or the shared dsunlearn.suites package
-        a, b = me.split(".")[2:3], imp.split(".")[2:3]
+        # a suite is a package dsunlearn/suites/<name>/; modules directly in suites/ (the interface) are shared
+        a, b = _suite_of(me), _suite_of(imp)
         return "a suite never imports another suite" if a and b and a != b else None
     if theirs in (mine, "leaf") or theirs in MAY_IMPORT[mine]:
         return None
@@ -202,3 +245,17 @@ def test_the_checker_sees_violations():
         ("dsunlearn.commands.unlearn", "dsunlearn.recipes.unlearn"),
     ]
     assert not any(rule_broken(a, b) for a, b in fine), [(a, b) for a, b in fine if rule_broken(a, b)]
+    assert component_of("dsunlearn.brand_new_module") is None  # a new top-level module must be placed on the map
+    assert rule_broken("dsunlearn.models.load", "dsunlearn.engine.partitioning") is None  # shared modules
+    assert rule_broken("dsunlearn.engine.partitioning", "dsunlearn.models.load")  # import only the leaves
+
+
+def test_annotation_only_imports_do_not_count(tmp_path, monkeypatch):
+    src = tmp_path / "dsunlearn" / "engine" / "x.py"
+    src.parent.mkdir(parents=True)
+    src.write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from dsunlearn.geometry.gru import GRU\n"
+        "else:\n    import dsunlearn.recipes.unlearn\n"
+    )
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert imports_of(src) == {"typing", "dsunlearn.recipes.unlearn"}
