@@ -5,7 +5,7 @@ Loaded from YAML (`load_config`), overridden with dotted `key=value` pairs from 
 types and out-of-range values raise a one-line `ConfigError` naming the key, what is allowed and how to fix it.
 Parsing lives in `config_io.py`; this file is the schema and the rules.
 
-The YAML key `lambda` (the retain coefficient of METHODS.md) is the field `lambda_` here (`lambda` is a
+The YAML key `lambda` (the retain coefficient λ of docs/methods.md) is the field `lambda_` here (`lambda` is a
 Python keyword); files and overrides use `lambda`.
 """
 

@@ -203,7 +203,7 @@ def gather_replicated_grad(engine, kind: EngineKind, params: list[torch.nn.Param
 
 
 def reset_grad_buffers(engine, kind: EngineKind, params: list[torch.nn.Parameter]) -> None:
-    """Make the next backward's reduced gradient start from zero (the resets verified in DEEPSPEED_NOTES).
+    """Make the next backward's reduced gradient start from zero (the resets of docs/deepspeed.md).
 
     ZeRO-3 (0.19): `optimizer.zero_grad()` sets micro_step_id = 0, so the next reduce-scatter overwrites the
     partition instead of adding to it. ZeRO-1/2: zero every local fragment (the fp32-accumulation compact

@@ -1,6 +1,6 @@
 """Layer groups of a Hugging Face causal LM, from parameter names alone.
 
-The G-effect is reported per layer group (METHODS.md): `embed`, `layers.0` .. `layers.{L-1}`, `norm` (the final
+The G-effect is given per layer group (docs/methods.md): `embed`, `layers.0` .. `layers.{L-1}`, `norm` (the final
 norm), `lm_head`. Names are matched by their module components, so any prefix works (`model.`, `transformer.`,
 `gpt_neox.`, `model.decoder.`, `model.language_model.`, `backbone.`, ...). The rules below are checked in
 order; tests/unit/test_groups_all_archs.py checks them against the structure of every causal LM transformers

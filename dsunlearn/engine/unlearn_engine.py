@@ -6,7 +6,7 @@ Two ways through a step:
 - `grad_of(batches, loss_fn)`: reset the buffers, run one loss's micro-backwards, return this rank's shard of
   the reduced gradient as an owned `ShardedGrad` (a copy: the next backward reuses DeepSpeed's buffers).
   Then `set_grad(shard)` writes a combined gradient back and `step()` lets clipping and the optimizer act
-  on what was written (DEEPSPEED_NOTES: reset between backwards; write through the safe setter).
+  on what was written (docs/deepspeed.md: reset between backwards; write through the safe setter).
 """
 
 from __future__ import annotations

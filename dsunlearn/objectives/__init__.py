@@ -2,7 +2,7 @@
 
 Every forget objective has the signature ``fn(logp, mask, ref_logp=None, *, **hparams) -> LossTerms`` with
 ``logp, mask, ref_logp: [B, T']`` from ``token_logprobs`` (already shifted, 0 off the mask). All are
-losses to MINIMISE, exactly as in METHODS.md. Its keyword-only parameters ARE its hyper-parameters: their
+losses to MINIMISE, exactly as in docs/methods.md. Its keyword-only parameters ARE its hyper-parameters: their
 defaults, types and ranges are read from the signature (``hparams.py``), and the config takes them as
 ``objective.<name>``. The engine looks objectives up by config name:
 

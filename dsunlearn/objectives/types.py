@@ -2,7 +2,7 @@
 
 Why a sum and a count instead of a mean: an objective only sees one micro-batch on one rank. The quantity
 we want to minimise is the mean over the GLOBAL batch (all ranks x all gradient-accumulation
-micro-batches), e.g. ``mean_tokens`` in METHODS.md is the mean over every answer token of the global
+micro-batches), e.g. ``mean_tokens`` in docs/methods.md is the mean over every answer token of the global
 batch. If each micro-batch returned its own mean and the engine averaged those, micro-batches with few
 answer tokens would be over-weighted and the result would change with the world size and with how the
 global batch is split. Instead the engine all-reduces ``count`` over ranks and micro-batches first and

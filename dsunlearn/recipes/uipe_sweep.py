@@ -1,6 +1,6 @@
 """`dsunlearn extrapolate --sweep`: evaluate theta(alpha) for several alphas and choose one.
 
-Selection rule (METHODS.md; the paper's own text of the rule was not available, this is the form public
+Selection rule (docs/methods.md#uipe; the paper's own text of the rule was not available, this is the form public
 reimplementations use): among the swept alphas (alpha = 0, the unlearned model, is always included), the one
 with the best forget quality whose model utility is at least rho x MU(theta_u); ties go to the smaller alpha.
 Writes `<run>/uipe/sweep.json`, `sweep.md` (table) and `sweep.png` (curve), and each alpha's model + TOFU log

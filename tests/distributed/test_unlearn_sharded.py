@@ -204,7 +204,7 @@ def test_gru_sgd_matches_float64_reference(two_rank, reference, name):
     assert flags == [s.gru_projected for s in ref.steps] and any(flags)
     for got, want in zip(res["records"], ref.steps, strict=True):
         assert got["gru_dot"] == pytest.approx(want.gru_dot, rel=1e-5)
-        # logged losses are the global-batch means of METHODS.md (before this step's update)
+        # logged losses are the global-batch means of docs/methods.md (before this step's update)
         assert got["loss_forget"] == pytest.approx(want.loss_forget, rel=1e-5)
         assert got["loss_retain"] == pytest.approx(want.loss_retain, rel=1e-5)
     assert [r["gru_dot"] for r in res["records"]] == [r["gru_dot"] for r in res["records_rank1"]]

@@ -1,6 +1,6 @@
 """An independent single-process float64 reference of dsunlearn's unlearning update (tests only).
 
-Written from METHODS.md, not from `dsunlearn/unlearn*.py`: it reuses only the data pipeline (the same encoded
+Written from docs/methods.md, not from `dsunlearn/unlearn*.py`: it reuses only the data pipeline (the same encoded
 items, the same global batches from `BatchStream`) and the tiny model on disk. Per optimizer step, on the WHOLE
 global batch at once (no ranks, no micro-batches, no DeepSpeed), with the model loaded in float64:
 
@@ -69,7 +69,7 @@ def tiny_model_dir(path, seed: int = 0) -> str:
 
 
 def group_of(name: str) -> str:
-    """METHODS.md layer groups for a HF Llama parameter name (written independently of dsunlearn.engine.groups)."""
+    """docs/methods.md layer groups for a HF Llama parameter name (written independently of dsunlearn.engine.groups)."""
     m = _LAYER.search(name)
     if m:
         return f"layers.{m.group(1)}"
@@ -111,7 +111,7 @@ def mean_nll(logp, mask):
 
 
 def forget_objective(name: str, logp, mask, ref_seq=None, beta: float = 0.1):
-    """L_f of METHODS.md over the whole global batch."""
+    """L_f of docs/methods.md over the whole global batch."""
     if name in ("ga", "graddiff"):
         return logp.sum() / mask.sum()  # -mean_tokens NLL
     if name == "npo":

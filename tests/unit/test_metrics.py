@@ -202,7 +202,7 @@ def _synthetic_log(seed: int, n: int = 20) -> dict:
 
 
 def _hand_pass(log: dict, retain_log: dict) -> dict:
-    """Independent pure-Python pass over the log, written from the METHODS.md formulas."""
+    """Independent pure-Python pass over the log, written from the docs/evaluation.md formulas."""
     out = {}
     for split, prefix in [(REAL_AUTHORS, "ra"), (WORLD_FACTS, "wf"), (RETAIN, "retain"), (FORGET, "forget")]:
         s = log[split]

@@ -1,6 +1,6 @@
 """Objective values: the docstrings' hand-worked examples and independent float64 references.
 
-The references below are written from METHODS.md with Python floats and ``math``; they never call the
+The references below are written from docs/methods.md with Python floats and ``math``; they never call the
 implementation.
 """
 
@@ -97,7 +97,7 @@ def _tokens(x, mask):
 
 
 def ref_token_objective(logp, mask, ref, weight):
-    """mean over answer tokens of weight(p, p_o) * log p (the minimised weighted-GA form of METHODS.md)."""
+    """mean over answer tokens of weight(p, p_o) * log p (the minimised weighted-GA form of docs/methods.md)."""
     lp, m, rp = logp.tolist(), mask.tolist(), ref.tolist()
     terms = [
         weight(math.exp(lp[b][t]), math.exp(rp[b][t])) * lp[b][t]

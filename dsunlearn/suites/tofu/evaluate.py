@@ -5,7 +5,7 @@ Per set (forget ``<forget_split>_perturbed``, ``retain_perturbed``, ``real_autho
 
 - NLL of the ground-truth answer (``gt_loss`` sum, ``num_token_gt``, ``avg_gt_loss`` = their ratio),
 - NLL of the truth-ratio base answer (``paraphrased_answer`` on forget/retain, the answer itself on real
-  authors / world facts, METHODS.md) -> ``paraphrased_loss``, ``num_token_paraphrased``, ``avg_paraphrased_loss``,
+  authors/world facts, docs/evaluation.md) -> ``paraphrased_loss``, ``num_token_paraphrased``, ``avg_paraphrased_loss``,
 - NLL of each perturbed answer -> ``perturb_loss``, ``num_token_perturb``, ``average_perturb_loss`` [K],
 - greedy generation -> ``generated_text`` [prompt, generation, answer], ``rouge1_recall``, ``rougeL_recall``.
 
@@ -50,7 +50,7 @@ ROLE_TO_LOG: dict[str, str] = {
 
 
 def base_answer(item: Mapping[str, Any]) -> str:
-    """The truth-ratio base answer: the paraphrase where the split has one, else the answer (METHODS.md)."""
+    """The truth-ratio base answer: the paraphrase where the split has one, else the answer (docs/evaluation.md)."""
     return item.get("paraphrased_answer") or item["answer"]
 
 
