@@ -36,7 +36,7 @@ from dsunlearn.suites.tofu import log as tofu_log
 from dsunlearn.suites.tofu import metrics
 from dsunlearn.suites.tofu.data import eval_split_name, load_split
 
-# Evaluation role (data.tofu.EVAL_SPLITS) -> TOFU log key, in the order TOFU's published logs list them
+# Evaluation role (suites.tofu.data.EVAL_SPLITS) -> TOFU log key, in the order TOFU's published logs list them
 # (its eval_everything.yaml: retain, real authors, world facts, forget; = tofu_log.SPLITS).
 ROLE_TO_LOG: dict[str, str] = {
     "retain": tofu_log.RETAIN,
