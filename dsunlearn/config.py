@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 from dsunlearn.config_bounds import check_bounds, check_tiny, short_repr
 from dsunlearn.errors import ConfigError
+from dsunlearn.suites import DEFAULT as DEFAULT_SUITE
+from dsunlearn.suites import NAMES as SUITE_NAMES
 
 
 def _f(default, help: str, choices: tuple | None = None, **kw):
@@ -62,7 +64,16 @@ class SyntheticConfig:
 
 @dataclass
 class DataConfig:
-    source: str = _f("synthetic", "where TOFU-format data comes from", ("synthetic", "hub", "local"))
+    suite: str = _f(
+        DEFAULT_SUITE,
+        "benchmark: its training sets, evaluation, metrics and summary (dsunlearn/suites/<suite>/)",
+        SUITE_NAMES,
+    )
+    source: str = _f(
+        "synthetic",
+        "where the suite's data comes from: its offline generator, the hub, local files",
+        ("synthetic", "hub", "local"),
+    )
     path: str | None = _f(None, "local dir with <split>.json / .jsonl files (source=local)")
     hub_name: str = _f("locuslab/TOFU", "dataset id on the hub (source=hub)")
     forget_split: str = _f("forget10", "forget set", ("forget01", "forget05", "forget10"))

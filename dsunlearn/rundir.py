@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from dsunlearn import __version__, dist
-from dsunlearn.config import RunConfig
+from dsunlearn.config import DEFAULT_SUITE, RunConfig
 from dsunlearn.config_io import config_hash, config_to_dict, dump_config
 from dsunlearn.errors import RunError
 from dsunlearn.fsutil import atomic_write_json
@@ -57,7 +57,9 @@ def _identity(cfg: RunConfig) -> str:
     for dotted, path in run_inputs(cfg).items():
         section, key = dotted.split(".")
         setattr(getattr(c, section), key, str(path))
-    return config_hash(c, ignore=("run.overwrite", "run.output_dir"))
+    # Runs from before `data.suite` existed were TOFU runs: the default suite leaves their identity unchanged.
+    default_suite = ("data.suite",) if cfg.data.suite == DEFAULT_SUITE else ()
+    return config_hash(c, ignore=("run.overwrite", "run.output_dir", *default_suite))
 
 
 def new_marker(cfg: RunConfig | None, kind: str) -> dict:

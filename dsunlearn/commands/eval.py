@@ -1,4 +1,5 @@
-"""`dsunlearn eval`: TOFU evaluation of a saved model, or aggregation of an existing TOFU eval log.
+"""`dsunlearn eval`: TOFU evaluation of a saved model, or aggregation of an existing TOFU eval log (the job:
+`recipes/evaluate.py`; this module parses and prints).
 
     dsunlearn eval --model DIR [--config FILE] [key=value ...] [--retain-log LOG] [--output-dir DIR] [--overwrite]
     dsunlearn eval --from-log LOG [--retain-log LOG] [--json]
@@ -13,9 +14,6 @@ aggregated and printed.
 from __future__ import annotations
 
 import argparse
-import os
-import time
-from pathlib import Path
 
 NAME = "eval"
 HELP = "TOFU evaluation of a saved model (--model), or the metrics of an existing TOFU log (--from-log)"
@@ -33,87 +31,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
 
 
-def _print(summary: dict, as_json: bool) -> None:
-    from dsunlearn.suites.tofu.summary import format_json, format_table
+def _print(suite: str, summary: dict, as_json: bool) -> None:
+    from dsunlearn.suites import get_suite
 
-    print(format_json(summary) if as_json else format_table(summary))
+    print(get_suite(suite).format_summary(summary, as_json))
 
 
 def _from_log(args) -> int:
     from dsunlearn.errors import ConfigError
-    from dsunlearn.suites.tofu import log as tofu_log
-    from dsunlearn.suites.tofu import metrics
+    from dsunlearn.recipes.evaluate import DEFAULT_SUITE, summarize_log
 
     if args.config or args.overrides or args.output_dir or args.overwrite:
         raise ConfigError("--from-log only aggregates a log: --config, key=value, --output-dir apply to --model")
-    log = tofu_log.load_log(args.from_log)
-    retain = tofu_log.load_log(args.retain_log, splits=(tofu_log.FORGET,)) if args.retain_log else None
-    _print(metrics.aggregate(log, retain), args.json)
+    # No config here, so the default suite's log format (TOFU, the only one that reads such logs today).
+    _print(DEFAULT_SUITE, summarize_log(args.from_log, args.retain_log, DEFAULT_SUITE), args.json)
     return 0
-
-
-def _remove_old_logs(eval_dir: Path) -> None:
-    """--overwrite: drop the files an earlier eval (or a copied TOFU log) left, and nothing else.
-
-    Stale TOFU split files must go: ``load_log(dir)`` prefers them over the aggregated log we write.
-    """
-    from dsunlearn.suites.tofu import log as tofu_log
-    from dsunlearn.suites.tofu.evaluate import SUMMARY_FILE
-
-    for name in (*tofu_log.SPLITS, tofu_log.AGGREGATED_FILE, SUMMARY_FILE):
-        (eval_dir / name).unlink(missing_ok=True)
-
-
-def _check_eval_output(eval_dir: Path, model_dir: Path, cfg, args) -> None:
-    """The eval files go into none of the inputs (the model, its tokenizer, the data, the retain log)."""
-    from dsunlearn.path_guard import check_outputs, check_writable, local_inputs
-
-    check_writable(eval_dir, "--output-dir")
-    inputs = local_inputs(
-        {
-            "--model": str(model_dir),
-            "model.tokenizer": cfg.model.tokenizer,
-            "data.path": cfg.data.path if cfg.data.source == "local" else None,
-            "--retain-log": args.retain_log or cfg.eval.retain_log,
-        }
-    )
-    check_outputs({"--output-dir (its eval/)": eval_dir}, inputs, replaces=bool(args.overwrite))
 
 
 def _from_model(args) -> int:
     from dsunlearn import dist
-    from dsunlearn.config_bounds import check_generation_fits
-    from dsunlearn.config_io import load_config
-    from dsunlearn.errors import RunError
-    from dsunlearn.models.load import check_model_dir, model_positions
-    from dsunlearn.suites.tofu.retain_check import check_retain_log
+    from dsunlearn.recipes.evaluate import EvalInputs, evaluate_model
 
-    model_dir = check_model_dir(args.model)  # a wrong path fails before anything heavy is imported
-    cfg = load_config(args.config, list(args.overrides or []))
-    check_model_dir(model_dir, cfg.model.trust_remote_code)  # remote code needs model.trust_remote_code
-    out = Path(args.output_dir) if args.output_dir else model_dir.resolve().parent
-    eval_dir = out / "eval"
-    _check_eval_output(eval_dir, model_dir, cfg, args)
-    if eval_dir.exists() and (not eval_dir.is_dir() or any(eval_dir.iterdir())) and not args.overwrite:
-        raise RunError(f"'{eval_dir}' already exists; pass --overwrite to replace it or choose another --output-dir")
-    retain_path = args.retain_log or cfg.eval.retain_log
-    key = "--retain-log" if args.retain_log else "eval.retain_log"
-    retain = check_retain_log(retain_path, cfg, key) if retain_path else None
-    check_generation_fits(cfg.eval, model_positions(model_dir), f"'{model_dir}'")
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under a launcher; one process needs no process group
-        dist.init_distributed()
-    from dsunlearn.suites.tofu.evaluate import evaluate_saved, write_eval
-
-    t0 = time.perf_counter()
-    log = evaluate_saved(model_dir, cfg)
-    if args.overwrite and dist.is_main():
-        _remove_old_logs(eval_dir)
-    summary = write_eval(out, log, retain)
+    inputs = EvalInputs(args.model, args.config, tuple(args.overrides or []), args.retain_log, args.output_dir,
+                        bool(args.overwrite))  # fmt: skip
+    result = evaluate_model(inputs)
     if dist.is_main():
-        _print(summary, args.json)
+        _print(result.suite, result.summary, args.json)
         if not args.json:
-            print(f"wrote {eval_dir} ({time.perf_counter() - t0:.1f} s, {dist.world_size()} rank(s))")
+            print(f"wrote {result.eval_dir} ({result.seconds:.1f} s, {result.world_size} rank(s))")
     return 0
 
 

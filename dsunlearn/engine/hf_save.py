@@ -20,7 +20,6 @@ The whole directory is written under a temporary name and renamed into place: a 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import shutil
 from pathlib import Path
@@ -29,24 +28,16 @@ import torch
 
 from dsunlearn import dist
 from dsunlearn.engine.groups import group_of
+from dsunlearn.engine.partitioning import full_numel, gathered
 from dsunlearn.fsutil import atomic_replace_dir
 from dsunlearn.models.compat import legacy_config, legacy_tokenizer_config
 from dsunlearn.safetensors_writer import ShardedSafetensorsWriter
 
 
-def _gathered(params: list[torch.nn.Parameter], zero3: bool):
-    if not zero3:
-        return contextlib.nullcontext()
-    import deepspeed
-
-    return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
-
-
 def _chunks(named: list[tuple[str, torch.Tensor]], chunk_bytes: int):
     chunk, size = [], 0
     for name, p in named:
-        numel = p.ds_numel if hasattr(p, "ds_numel") else p.numel()
-        nbytes = numel * p.element_size()
+        nbytes = full_numel(p) * p.element_size()
         if chunk and size + nbytes > chunk_bytes and group_of(name) != group_of(chunk[-1][0]):
             yield chunk
             chunk, size = [], 0
@@ -74,15 +65,15 @@ def file_tensors(module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> d
     return revert_weight_conversion(module, tensors)
 
 
-def write_hf_dir(module, out_dir: Path, zero3: bool = False, chunk_bytes: int = 512 << 20,
-                 shard_bytes: int = 2 << 30, metadata: dict | None = None) -> None:  # fmt: skip
+def write_hf_dir(module, out_dir: Path, chunk_bytes: int = 512 << 20, shard_bytes: int = 2 << 30,
+                 metadata: dict | None = None) -> None:  # fmt: skip
     """Weights (file layout), config.json and generation_config.json of `module` into the existing `out_dir`
-    (rank 0 writes; every rank must call it at ZeRO-3)."""
+    (rank 0 writes; every rank must call it when the parameters are ZeRO-3 partitioned, `engine.partitioning`)."""
     main = dist.is_main()
     writer = ShardedSafetensorsWriter(out_dir, shard_bytes, metadata=metadata) if main else None
     dtype = None
     for chunk in _chunks(saved_tensors(module), chunk_bytes):
-        with _gathered([p for _, p in chunk if isinstance(p, torch.nn.Parameter)], zero3):
+        with gathered([p for _, p in chunk if isinstance(p, torch.nn.Parameter)]):
             if writer is not None:
                 for name, t in file_tensors(module, {n: p.detach().cpu() for n, p in chunk}).items():
                     dtype = dtype or (t.dtype if t.is_floating_point() else None)
@@ -108,14 +99,14 @@ def save_hf_model(
     module: torch.nn.Module,
     out_dir: str | Path,
     tokenizer=None,
-    zero3: bool = False,
     chunk_bytes: int = 512 << 20,
     shard_bytes: int = 2 << 30,
 ) -> Path:
     """Write `module` (an HF PreTrainedModel, possibly ZeRO-3 partitioned) + tokenizer to `out_dir`.
 
-    Must be called on every rank (gathers are collective). Returns the final directory. Refuses to replace an
-    existing directory: callers decide about overwrites.
+    Must be called on every rank (gathers of ZeRO-3 partitioned parameters are collective; partitioning is
+    detected, `engine.partitioning`). Returns the final directory. Refuses to replace an existing directory:
+    callers decide about overwrites.
     """
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
@@ -125,7 +116,7 @@ def save_hf_model(
             raise FileExistsError(f"{out_dir} exists; remove it or choose another directory")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-    write_hf_dir(module, tmp, zero3, chunk_bytes, shard_bytes)
+    write_hf_dir(module, tmp, chunk_bytes, shard_bytes)
     if main:
         if tokenizer is not None:
             save_tokenizer(tokenizer, tmp)

@@ -23,7 +23,7 @@ import torch
 
 from dsunlearn.data.collate import IGNORE, Encoded, pad_batch, pad_id_of
 from dsunlearn.data.sharding import gather_items, round_robin_rounds
-from dsunlearn.eval.nll import is_partitioned
+from dsunlearn.engine.partitioning import module_is_partitioned
 
 
 def new_token_caps(prompt_lens: list[int], max_new_tokens: int | None, max_length: int) -> list[int]:
@@ -78,7 +78,6 @@ def greedy_generate(
     max_new_tokens: int | None,
     max_length: int,
     *,
-    zero3: bool = False,
     batch_cap: bool = False,
     strip: bool = True,
 ) -> list[str]:
@@ -87,13 +86,12 @@ def greedy_generate(
     Stops at EOS or the cap (per item, or per batch with `batch_cap`; see the module docstring); decodes only
     the new tokens, special tokens skipped, whitespace stripped unless `strip=False` (TOFU does not strip).
     `module` is an HF causal LM or a DeepSpeed engine's `.module`; all ranks must call this.
-    `zero3` (also detected from partitioned parameters) turns on the lockstep mode.
+    ZeRO-3 partitioned parameters (``engine.partitioning``) turn on the lockstep mode.
     """
     from dsunlearn import dist
 
     world = dist.world_size()
-    zero3 = zero3 or is_partitioned(module)
-    synced = zero3 and world > 1
+    synced = world > 1 and module_is_partitioned(module)
     lens = [len(p) for p in prompts]
     caps = dict(enumerate(new_token_caps(lens, max_new_tokens, max_length)))
     pad = pad_id_of(tokenizer)

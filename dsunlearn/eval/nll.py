@@ -15,12 +15,8 @@ import torch
 from dsunlearn import dist
 from dsunlearn.data.collate import Encoded, pad_batch
 from dsunlearn.data.sharding import gather_items, round_robin_rounds
+from dsunlearn.engine.partitioning import module_is_partitioned
 from dsunlearn.objectives.logprobs import token_logprobs
-
-
-def is_partitioned(module: torch.nn.Module) -> bool:
-    """True if `module`'s parameters are ZeRO-3 partitioned (DeepSpeed tags them with `ds_id`)."""
-    return any(hasattr(p, "ds_id") for p in module.parameters())
 
 
 @torch.no_grad()
@@ -34,7 +30,7 @@ def answer_nll_sums(module, encoded: list[Encoded], batch_size: int, pad_id: int
     was_training = module.training
     module.eval()
     device = next(module.parameters()).device
-    lockstep = dist.world_size() > 1 and is_partitioned(module)
+    lockstep = dist.world_size() > 1 and module_is_partitioned(module)
     mine: dict[int, tuple[float, int]] = {}
     for idx in round_robin_rounds(len(encoded), batch_size, dist.rank(), dist.world_size()):
         real = idx is not None

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from dsunlearn.engine.partitioning import full_shape
 from dsunlearn.errors import ModelError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -212,9 +213,7 @@ def load_causal_lm(name_or_path: str, dtype: str = "float32", trust_remote_code:
 
 def check_vocab(model, tokenizer, where: str = "") -> None:
     """Every token id the tokenizer can produce must have an embedding row."""
-    rows = model.get_input_embeddings().weight.shape[0]
-    if hasattr(model.get_input_embeddings().weight, "ds_shape"):  # ZeRO-3 partitioned parameter
-        rows = model.get_input_embeddings().weight.ds_shape[0]
+    rows = full_shape(model.get_input_embeddings().weight)[0]  # a ZeRO-3 partition's own shape is a flat slice
     if len(tokenizer) > rows:
         extra = [f"{i}={tokenizer.convert_ids_to_tokens(i)!r}"[:40] for i in range(rows, min(len(tokenizer), rows + 3))]
         raise ModelError(

@@ -52,10 +52,11 @@ def _row(name, objective, gru, summary, wall) -> dict:
 
 def _eval_saved(model_dir: Path, cfg, retain_log=None) -> tuple[dict, dict]:
     """(summary, log) of a saved model; `retain_log=None` compares the model with itself (FQ = 1)."""
-    from dsunlearn.suites.tofu.evaluate import evaluate_saved, write_eval
+    from dsunlearn.suites import get_suite
 
-    log = evaluate_saved(model_dir, cfg)
-    return write_eval(model_dir.parent, log, log if retain_log is None else retain_log), log
+    suite = get_suite(cfg.data.suite)
+    log = suite.evaluate_saved(model_dir, cfg)
+    return suite.write_eval(model_dir.parent, log, log if retain_log is None else retain_log), log
 
 
 # --quick: the same pipeline on 12 authors and a few steps (a smoke test, not a result).

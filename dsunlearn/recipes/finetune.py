@@ -33,22 +33,13 @@ from dsunlearn.fsutil import atomic_replace_dir, atomic_write_json
 from dsunlearn.models.load import check_vocab, load_causal_lm, load_tokenizer
 from dsunlearn.objectives.logprobs import token_logprobs
 from dsunlearn.rundir import check_output_dir, prepare_output_dir, release_output_dir
-from dsunlearn.suites.tofu.data import EVAL_SPLITS, finetune_items, load_split
-from dsunlearn.suites.tofu.evaluate import check_inputs, evaluate, write_eval
+from dsunlearn.suites import get_suite
 from dsunlearn.tracking import EventLog
 
 
 def _corpus(cfg: RunConfig) -> list[str]:
     """Every string of the training and evaluation splits: the tiny tokenizer must cover all of them."""
-    texts: list[str] = []
-    splits = ["full", "real_authors", "world_facts"] + [
-        s.format(forget=cfg.data.forget_split) for s in EVAL_SPLITS.values()
-    ]
-    for split in splits:
-        for item in load_split(cfg.data, split):
-            texts += [item["question"], item["answer"], item.get("paraphrased_answer", "")]
-            texts += item.get("perturbed_answer", [])
-    return [t for t in texts if t]
+    return get_suite(cfg.data.suite).corpus(cfg.data)
 
 
 def base_tokenizer(cfg: RunConfig):
@@ -100,10 +91,8 @@ def prepare_base(cfg: RunConfig, out: Path, tokenizer) -> str:
 
 def _probe_sets(cfg: RunConfig, tokenizer) -> dict:
     d = cfg.data
-    return {
-        role: encode_items(tokenizer, load_split(d, split), d, split=split)
-        for role, split in (("forget", d.forget_split), ("retain", d.retain_split))
-    }
+    sets = [get_suite(d.suite).training_set(d, role) for role in ("forget", "retain")]
+    return {t.role: encode_items(tokenizer, t.items, d, split=t.split) for t in sets}
 
 
 def _probabilities(module, probes: dict, cfg: RunConfig, pad: int) -> dict[str, float]:
@@ -116,7 +105,7 @@ def _probabilities(module, probes: dict, cfg: RunConfig, pad: int) -> dict[str, 
 def check_eval_inputs(cfg: RunConfig, tokenizer) -> None:
     """The evaluation at the end (`eval.at_end`) needs the four TOFU eval splits, encodable: checked up front."""
     try:
-        check_inputs(tokenizer, cfg.data, cfg.eval)
+        get_suite(cfg.data.suite).check_eval_inputs(tokenizer, cfg.data, cfg.eval)
     except DataError as e:
         raise DataError(f"{e} (for the TOFU evaluation after fine-tuning; eval.at_end=false skips it)") from None
 
@@ -164,19 +153,19 @@ def train_one(cfg: RunConfig, base: str, tokenizer, enc: list, out_model: Path, 
         dt = time.perf_counter() - t0
         events.log("finetune_step", model=tag, step=step + 1, loss=loss, lr=lr, tokens_per_s=n_tokens / dt)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.1e}")
-    zero3 = engine.zero_optimization_stage() == 3
-    save_hf_model(engine.module, out_model, tokenizer=tokenizer, zero3=zero3)
+    save_hf_model(engine.module, out_model, tokenizer=tokenizer)
     after = _probabilities(engine.module, probes, cfg, pad)
-    log = evaluate(engine.module, tokenizer, cfg.data, cfg.eval, zero3=zero3) if cfg.eval.at_end else None
+    suite = get_suite(cfg.data.suite)
+    log = suite.evaluate(engine.module, tokenizer, cfg.data, cfg.eval) if cfg.eval.at_end else None
     return before, after, log
 
 
 def _write_evals(cfg: RunConfig, out: Path, logs: dict, summary: dict) -> None:
     """Each evaluated model's log + summary into `<out>/<target>/eval/`; retain first, its log then gives the
     full model's forget quality (else `eval.retain_log`; the retain model alone has none)."""
-    retain = logs.get("retain", cfg.eval.retain_log)
+    retain, suite = logs.get("retain", cfg.eval.retain_log), get_suite(cfg.data.suite)
     for target in sorted(logs, key=lambda t: t != "retain"):
-        result = write_eval(out / target, logs[target], retain if target == "full" else cfg.eval.retain_log)
+        result = suite.write_eval(out / target, logs[target], retain if target == "full" else cfg.eval.retain_log)
         summary["models"][target]["eval"] = result
 
 
@@ -190,7 +179,8 @@ def run_finetune(cfg: RunConfig, resume: bool = False) -> dict:
     probes = _probe_sets(cfg, tokenizer)
     if cfg.eval.at_end:
         check_eval_inputs(cfg, tokenizer)
-    encoded = {t: encode_items(tokenizer, finetune_items(d, t), d, split=t) for t in cfg.run.finetune_targets}
+    items = {t: get_suite(d.suite).finetune_items(d, t) for t in cfg.run.finetune_targets}
+    encoded = {t: encode_items(tokenizer, items[t], d, split=t) for t in cfg.run.finetune_targets}
     out = prepare_output_dir(cfg, "finetune", resume=resume)
     events = EventLog(out / "events.jsonl", cfg, job="finetune")
     base = prepare_base(cfg, out, tokenizer)

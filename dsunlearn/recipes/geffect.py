@@ -39,7 +39,7 @@ from dsunlearn.engine.unlearn_engine import LossFn, MicroBatch, UnlearnEngine
 from dsunlearn.errors import RunError
 from dsunlearn.fsutil import atomic_write_json
 from dsunlearn.geometry.geffect import g_effect
-from dsunlearn.suites.tofu.data import load_split
+from dsunlearn.suites import get_suite
 from dsunlearn.unlearn_losses import global_count, nll_loss, objective_loss
 
 
@@ -95,9 +95,9 @@ def probe_set(cfg, tokenizer, n: int) -> tuple[list[Encoded], list[Encoded]]:
     """The first n items of the run's forget split and of its retain split, encoded as the run encoded them."""
     d = cfg.data
     out = []
-    for split in (d.forget_split, d.retain_split):
-        items = load_split(d, split)[:n]
-        out.append(encode_items(tokenizer, items, d, split=split))
+    for role in ("forget", "retain"):
+        t = get_suite(d.suite).training_set(d, role)
+        out.append(encode_items(tokenizer, t.items[:n], d, split=t.split))
     return out[0], out[1]
 
 

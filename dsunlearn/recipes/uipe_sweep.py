@@ -74,11 +74,12 @@ def sweep(
     """Evaluate theta(alpha) for each alpha (0 added), select one, write sweep.{json,md,png}. Returns the result."""
     from dsunlearn.plots import plot_uipe_curve
     from dsunlearn.rundir import run_config
-    from dsunlearn.suites.tofu.evaluate import evaluate_saved, write_eval
+    from dsunlearn.suites import get_suite
     from dsunlearn.uipe.extrapolate import extrapolate
 
     alphas = sorted(set([0.0] + list(alphas)))
     cfg = run_config(run_dir)
+    suite = get_suite(cfg.data.suite)
     dist.init_distributed()
     rows = []
     root = sweep_root(run_dir, checkpoint)
@@ -94,7 +95,7 @@ def sweep(
             extrapolate(original, delta, a, out)
         dist.barrier()
         # The eval of a derived model is recomputed on every sweep (files replaced atomically).
-        summary = write_eval(out, evaluate_saved(out, cfg), retain_log)
+        summary = suite.write_eval(out, suite.evaluate_saved(out, cfg), retain_log)
         rows.append(
             {
                 "alpha": a,

@@ -44,8 +44,7 @@ from dsunlearn.models.load import (
 )
 from dsunlearn.objectives import get_objective, get_regularizer
 from dsunlearn.rundir import check_output_dir, prepare_output_dir, release_output_dir
-from dsunlearn.suites.tofu.data import EVAL_SPLITS, eval_split_name, load_split
-from dsunlearn.suites.tofu.retain_check import check_retain_log
+from dsunlearn.suites import get_suite
 from dsunlearn.tracking import EventLog, check_tracking
 from dsunlearn.unlearn_losses import global_count, nll_loss, objective_loss, reduce_stats, regularizer_loss
 
@@ -73,7 +72,8 @@ class UnlearnRun:
         # What needs neither tokenizer nor model is read first: a bad DeepSpeed JSON or data file fails in a
         # second, before transformers is imported.
         build_ds_config(cfg.engine, self.world)
-        forget_items, retain_items = load_split(d, d.forget_split), load_split(d, d.retain_split)
+        self.suite = get_suite(d.suite)
+        forget_items, retain_items = (self.suite.training_set(d, role).items for role in ("forget", "retain"))
         micro, self.accum, gb = resolve_batch(cfg.engine, self.world)
         self.fs = BatchStream(len(forget_items), gb, micro, self.world, seed=cfg.run.seed,
                               what=f"the forget split '{d.forget_split}'")  # fmt: skip
@@ -85,7 +85,8 @@ class UnlearnRun:
         if evaluates:  # the model path is valid now (its tokenizer loaded): its config.json bounds generation
             name = cfg.model.name_or_path
             check_generation_fits(cfg.eval, model_positions(local_model_dir(name)), f"model.name_or_path '{name}'")
-        self.retain_log = check_retain_log(cfg.eval.retain_log, cfg) if evaluates and cfg.eval.retain_log else None
+        retain_log = cfg.eval.retain_log if evaluates else None
+        self.retain_log = self.suite.check_retain_log(retain_log, cfg) if retain_log else None
         self.pad = pad_id_of(self.tokenizer)
         self.forget = encode_items(self.tokenizer, forget_items, d, split=d.forget_split)
         self.retain = encode_items(self.tokenizer, retain_items, d, split=d.retain_split)
@@ -112,15 +113,9 @@ class UnlearnRun:
         )
 
     def _check_eval_splits(self) -> None:
-        """Load and encode the four TOFU eval sets now: a missing split or an over-long item must fail before
+        """Load and encode the suite's eval sets now: a missing split or an over-long item must fail before
         training, not after it."""
-        d = self.cfg.data
-        for role in EVAL_SPLITS:
-            split = eval_split_name(role, d.forget_split)
-            items = load_split(d, split)[: self.cfg.eval.max_items]
-            for field in ("answer", "paraphrased_answer", "perturbed_answer"):
-                if all(field in it for it in items):
-                    encode_items(self.tokenizer, items, d, field=field, split=split)
+        self.suite.check_eval_inputs(self.tokenizer, self.cfg.data, self.cfg.eval)
 
     def _micro(self, encoded, stream: BatchStream, step: int, with_ref: bool) -> list[MicroBatch]:
         out = []
@@ -216,18 +211,15 @@ def _save_final_delta(run: UnlearnRun, out) -> None:
 
 
 def evaluate_now(run: UnlearnRun, out, step: int, events: EventLog, final: bool) -> dict:
-    """TOFU evaluation of the current weights on all ranks; logged; files written for the final one."""
-    from dsunlearn.suites.tofu import metrics
-    from dsunlearn.suites.tofu.evaluate import evaluate, write_eval
-
-    cfg = run.cfg
+    """The suite's evaluation of the current weights on all ranks; logged; files written for the final one."""
+    cfg, suite = run.cfg, run.suite
     t0 = time.time()
-    log = evaluate(run.ue.module, run.tokenizer, cfg.data, cfg.eval, zero3=run.ue.zero3)
+    log = suite.evaluate(run.ue.module, run.tokenizer, cfg.data, cfg.eval)
     retain_log = run.retain_log  # read and checked before training (UnlearnRun.__init__)
     if final:
-        summary = write_eval(out, log, retain_log)
+        summary = suite.write_eval(out, log, retain_log)
     else:
-        summary = metrics.aggregate(log, retain_log)
+        summary = suite.summarize(log, retain_log)
     keep = {k: v for k, v in summary.items() if k.islower()}  # snake_case keys (official names duplicate them)
     events.log("eval", step=step, final=final, eval_seconds=round(time.time() - t0, 2), **keep)
     if final:
@@ -304,7 +296,7 @@ def _finish(run: UnlearnRun, cfg: RunConfig, out, events: EventLog, t0: float, l
     if dist.is_main() and (out / "model").is_dir():
         shutil.rmtree(out / "model")
     dist.barrier()
-    save_hf_model(run.ue.module, out / "model", tokenizer=run.tokenizer, zero3=run.ue.zero3)
+    save_hf_model(run.ue.module, out / "model", tokenizer=run.tokenizer)
     _save_final_delta(run, out)
     summary = evaluate_now(run, out, run.steps, events, final=True) if cfg.eval.at_end else {}
     if cfg.tracking.log_model:

@@ -1,5 +1,33 @@
-"""Benchmarks ("suites"): each one's data, evaluation, metrics and headline summary.
+"""Benchmarks ("suites"): each one's data, evaluation, metrics and headline summary (interface: `base.Suite`).
 
-A suite package (`suites/tofu/`) holds everything specific to one benchmark; the unlearning loop, objectives
-and engine never import from here except through the recipes.
+A suite package (`suites/tofu/`) holds everything specific to one benchmark; recipes reach it only through
+``get_suite(cfg.data.suite)``, and the unlearning loop, objectives and engine never import from here. This
+module stays import-light (the config schema reads `NAMES`): a suite's modules load on first `get_suite`.
 """
+
+from __future__ import annotations
+
+import importlib
+from functools import cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dsunlearn.suites.base import Suite
+
+# name -> "module:class" of its Suite; the config key `data.suite` accepts exactly these names.
+_REGISTRY: dict[str, str] = {
+    "tofu": "dsunlearn.suites.tofu.suite:TofuSuite",
+}
+NAMES: tuple[str, ...] = tuple(_REGISTRY)
+DEFAULT = "tofu"
+
+
+@cache
+def get_suite(name: str) -> Suite:
+    """The suite called `name` (one shared, stateless instance); ConfigError naming the allowed ones otherwise."""
+    if name not in _REGISTRY:
+        from dsunlearn.errors import ConfigError
+
+        raise ConfigError(f"data.suite={name!r} is not a known suite; choose one of: {', '.join(NAMES)}")
+    module, cls = _REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)()

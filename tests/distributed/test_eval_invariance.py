@@ -41,7 +41,7 @@ def _evaluate(model_dir):
     """On every rank: the log of the plain model, then of a ZeRO-3 engine's module built from the same weights."""
     import deepspeed
 
-    from dsunlearn.eval.nll import is_partitioned
+    from dsunlearn.engine.partitioning import module_is_partitioned
     from dsunlearn.models.load import load_causal_lm, load_tokenizer
     from dsunlearn.suites.tofu.evaluate import evaluate
 
@@ -57,10 +57,10 @@ def _evaluate(model_dir):
     }
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     engine, *_ = deepspeed.initialize(model=model, optimizer=opt, config=ds_cfg)
-    assert is_partitioned(engine.module)
+    assert module_is_partitioned(engine.module)
     engine.train()  # as during unlearning: evaluate must switch to eval mode and back
-    zero3 = evaluate(engine.module, tok, DATA, EVAL, zero3=True)
-    official_zero3 = evaluate(engine.module, tok, *OFFICIAL, zero3=True)
+    zero3 = evaluate(engine.module, tok, DATA, EVAL)  # partitioning detected
+    official_zero3 = evaluate(engine.module, tok, *OFFICIAL)
     assert engine.module.training
     return plain, zero3, official, official_zero3
 

@@ -88,6 +88,22 @@ def test_from_log_round_trip_and_forget_quality(evaluated, capsys):
     assert code == 0 and table.splitlines()[1].split()[:2] == ["forget_quality", "1.0000"]
 
 
+def test_eval_recipe_result_is_what_the_command_wrote(evaluated, tmp_path):
+    """The job behind the command, called directly: typed inputs in, an EvalResult out (the summary it wrote)."""
+    from dsunlearn.recipes.evaluate import EvalInputs, EvalResult, evaluate_model, summarize_log
+
+    root, summary = evaluated
+    inputs = EvalInputs(root / "run" / "full" / "model", "tiny_finetune", tuple(SMALL), output_dir=tmp_path / "o")
+    result = evaluate_model(inputs)
+    assert isinstance(result, EvalResult) and result.suite == "tofu" and result.world_size == 1
+    assert result.eval_dir == tmp_path / "o" / "eval" and result.seconds > 0
+    assert result.summary == json.loads((result.eval_dir / "summary.json").read_text())
+    assert summarize_log(str(result.eval_dir / "eval_log_aggregated.json")) == result.summary
+    # The command ran in a one-thread subprocess: the same numbers up to float summation order.
+    assert result.summary.keys() == summary.keys()
+    assert result.summary == pytest.approx(summary, rel=1e-5)
+
+
 def test_refuses_to_overwrite_existing_eval_dir(evaluated, capsys):
     root, _ = evaluated
     model = root / "run" / "full" / "model"

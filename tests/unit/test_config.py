@@ -40,6 +40,7 @@ def test_overrides_types_and_lambda_alias():
         (["engine.micro_batch_size=0"], ["engine.micro_batch_size", ">= 1"]),
         (["geometry.gru_ema=1.5"], ["geometry.gru_ema", "(0, 1]"]),
         (["data.source=local"], ["data.path"]),
+        (["data.suite=muse"], ["data.suite='muse'", "choose one of: tofu"]),
         (["noequals"], ["not key=value"]),
     ],
 )

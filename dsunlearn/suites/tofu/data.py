@@ -222,3 +222,14 @@ def finetune_items(cfg: DataConfig, target: str) -> list[dict]:
         for extra in ("real_authors", "world_facts"):
             items += [{"question": x["question"], "answer": x["answer"]} for x in load_split(cfg, extra)]
     return items
+
+
+def corpus(cfg: DataConfig) -> list[str]:
+    """Every string of the training and evaluation splits (questions, answers, paraphrases, perturbed answers),
+    in split order: the text a locally trained tokenizer (the tiny model's) must cover."""
+    texts: list[str] = []
+    for split in ["full", "real_authors", "world_facts"] + [eval_split_name(r, cfg.forget_split) for r in EVAL_SPLITS]:
+        for item in load_split(cfg, split):
+            texts += [item["question"], item["answer"], item.get("paraphrased_answer", "")]
+            texts += item.get("perturbed_answer", [])
+    return [t for t in texts if t]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from dsunlearn import dist
@@ -31,15 +30,13 @@ from dsunlearn.config import DataConfig, EvalConfig
 from dsunlearn.data import prompt_format as pf
 from dsunlearn.data.collate import encode_qa, pad_id_of
 from dsunlearn.eval.generate import greedy_generate
-from dsunlearn.eval.nll import answer_nll_sums, is_partitioned
+from dsunlearn.eval.nll import answer_nll_sums
+from dsunlearn.suites.base import SUMMARY_FILE, eval_dir
 from dsunlearn.suites.tofu import log as tofu_log
 from dsunlearn.suites.tofu import metrics
 from dsunlearn.suites.tofu.data import eval_split_name, load_split
 
-EVAL_DIR = "eval"
-SUMMARY_FILE = "summary.json"
-
-# Evaluation role (data.tofu.EVAL_SPLITS) -> TOFU log key, in the order TOFU's published logs list them
+# Evaluation role (suites.tofu.data.EVAL_SPLITS) -> TOFU log key, in the order TOFU's published logs list them
 # (its eval_everything.yaml: retain, real authors, world facts, forget; = tofu_log.SPLITS).
 ROLE_TO_LOG: dict[str, str] = {
     "retain": tofu_log.RETAIN,
@@ -58,8 +55,9 @@ def _avg(s: float, c: int) -> float:
     return s / max(c, 1)
 
 
-def split_records(module, tokenizer, items: list[dict], data_cfg: DataConfig, eval_cfg: EvalConfig, split: str,
-                  *, zero3: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+def split_records(
+    module, tokenizer, items: list[dict], data_cfg: DataConfig, eval_cfg: EvalConfig, split: str
+) -> list[dict[str, Any]]:
     """One evaluation set (already cut to its first items) -> per-item records for ``tofu_log.build_split_log``.
 
     `split` is the data split name (for error messages). Sequences scored: N ground truths, N base answers
@@ -92,7 +90,7 @@ def split_records(module, tokenizer, items: list[dict], data_cfg: DataConfig, ev
           for it, (gt, _, _) in zip(items, slots, strict=True)]  # fmt: skip
     e, official = eval_cfg, fmt.official
     gens = greedy_generate(module, tokenizer, [g[0] for g in gp], e.batch_size, e.max_new_tokens, e.max_length,
-                           zero3=zero3, batch_cap=official, strip=not official)  # fmt: skip
+                           batch_cap=official, strip=not official)  # fmt: skip
     records = []
     for i, ((gt, base, pert), gen, (_, prompt, reference)) in enumerate(zip(slots, gens, gp, strict=True)):
         r1, rl = metrics.rouge_recalls(gen, reference)
@@ -128,33 +126,20 @@ def check_inputs(tokenizer, data_cfg: DataConfig, eval_cfg: EvalConfig) -> None:
                 encode_qa(tokenizer, it["question"], answer, data_cfg.max_length, data_cfg.truncation, where, fmt)
 
 
-def evaluate(module, tokenizer, data_cfg: DataConfig, eval_cfg: EvalConfig, *, zero3: bool = False) -> dict:
+def evaluate(module, tokenizer, data_cfg: DataConfig, eval_cfg: EvalConfig) -> dict:
     """TOFU evaluation of `module` on the four sets -> a TOFU-format log ``{split file name: {metric: {i: v}}}``.
 
     `module`: an HF causal LM on its device (one process, or one replica per rank), or a DeepSpeed engine's
-    `.module` at any ZeRO stage; every rank must call this. `zero3` says the parameters are partitioned
-    (also detected from the parameters, so a wrong False cannot deadlock). Mode (train/eval) is restored.
+    `.module` at any ZeRO stage (partitioned parameters are detected by ``engine.partitioning``, so ranks keep
+    in lockstep); every rank must call this. Mode (train/eval) is restored.
     """
-    zero3 = zero3 or is_partitioned(module)
     log: dict[str, Any] = {}
     for role, key in ROLE_TO_LOG.items():
         split = eval_split_name(role, data_cfg.forget_split)
         items = load_split(data_cfg, split)[: eval_cfg.max_items]
-        records = split_records(module, tokenizer, items, data_cfg, eval_cfg, split, zero3=zero3)
+        records = split_records(module, tokenizer, items, data_cfg, eval_cfg, split)
         log[key] = tofu_log.build_split_log(records, key)
     return log
-
-
-def evaluate_saved(model_dir: str | os.PathLike[str], cfg) -> dict:
-    """TOFU-format log of a saved HF model dir: its tokenizer (or `cfg.model.tokenizer`), vocabulary checked,
-    one replica per rank (every rank must call this); data and `eval.*` settings from the RunConfig `cfg`."""
-    from dsunlearn.models.load import check_vocab, load_causal_lm, load_tokenizer
-
-    m = cfg.model
-    tokenizer = load_tokenizer(m.tokenizer or str(model_dir), m.trust_remote_code)
-    model = load_causal_lm(str(model_dir), m.dtype, m.trust_remote_code).to(dist.device())
-    check_vocab(model, tokenizer, where=f"of '{model_dir}'")
-    return evaluate(model, tokenizer, cfg.data, cfg.eval)
 
 
 def _as_log(retain_log: Mapping[str, Any] | str | os.PathLike[str] | None) -> Mapping[str, Any] | None:
@@ -176,8 +161,8 @@ def write_eval(
 
     summary = metrics.aggregate(log, _as_log(retain_log))
     if dist.is_main():
-        eval_dir = Path(out_dir) / EVAL_DIR
-        tofu_log.save_log(eval_dir / tofu_log.AGGREGATED_FILE, log)
-        atomic_write_json(eval_dir / SUMMARY_FILE, summary)
+        where = eval_dir(out_dir)
+        tofu_log.save_log(where / tofu_log.AGGREGATED_FILE, log)
+        atomic_write_json(where / SUMMARY_FILE, summary)
     dist.barrier()  # readers on other ranks may open the files right after
     return summary

@@ -1,0 +1,138 @@
+"""What every suite (benchmark) provides: its training sets, evaluation, metrics, headline and input checks.
+
+A recipe holds one `Suite` (``get_suite(cfg.data.suite)``) and reaches data and evaluation only through it, so
+the unlearning loop, the objectives and the engine never learn which benchmark they serve. Per suite:
+
+- training sets: the forget and retain sets as a `TrainingSet` of a `kind` (question/answer items today;
+  text documents are the next kind, for MUSE's corpora), from the hub, local files or the suite's synthetic
+  offline data (``data.source``);
+- evaluation: distributed over all ranks (every rank calls it, each takes a share of the batches, all get the
+  whole result), per item, into the suite's own log format, written to ``<out>/eval/`` with ``summary.json``;
+- metrics: pure functions of logs -> a flat summary ``{name: number}``, of which a few are the `Headline`;
+- input checks: everything an evaluation will need (its sets encodable, a reference log that fits) is checked
+  before any training, so a bad input fails in seconds, not after the run.
+
+Generic evaluation primitives (sharded NLL, sharded greedy generation) live in ``dsunlearn/eval/``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Kinds of training set. QA items are dicts with string `question` and `answer` (trained on the answer tokens,
+# data/collate.py); DOCUMENTS (plain text, trained on every token) is reserved for MUSE's corpora.
+QA = "qa"
+DOCUMENTS = "documents"
+KINDS = (QA, DOCUMENTS)
+ROLES = ("forget", "retain")
+
+EVAL_DIR = "eval"  # <out>/eval/ holds a model's evaluation: the suite's log files and SUMMARY_FILE
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """One training set of a suite: the forget or the retain set, as loaded and validated."""
+
+    role: str  # "forget" | "retain"
+    split: str  # its name in the suite's data (named in messages and encodings)
+    kind: str  # QA | DOCUMENTS: how its items are encoded
+    items: list[dict]
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES or self.kind not in KINDS:
+            raise ValueError(f"TrainingSet(role={self.role!r}, kind={self.kind!r}): role in {ROLES}, kind in {KINDS}")
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One headline number of a suite's summary: its summary key, its display name, which way is better."""
+
+    key: str
+    label: str
+    higher_is_better: bool
+    value: float | None = None  # None in a suite's declaration (`Suite.HEADLINE`) and where a summary lacks it
+
+
+class Suite(abc.ABC):
+    """A benchmark. Subclasses are stateless: every method takes the run's config sections it needs."""
+
+    NAME: str
+    HEADLINE: tuple[Headline, ...]  # the declaration (values None); `headline(summary)` fills them in
+
+    # -- training sets ---------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def training_set(self, data, role: str) -> TrainingSet:
+        """The forget or retain set (`role`) of the run's data (a DataConfig), validated."""
+
+    @abc.abstractmethod
+    def finetune_items(self, data, target: str) -> list[dict]:
+        """The items a fine-tuned model learns: `target` "full" (the model to unlearn from) or "retain"."""
+
+    @abc.abstractmethod
+    def corpus(self, data) -> list[str]:
+        """Every string of the training and evaluation sets (a locally trained tokenizer must cover them)."""
+
+    @abc.abstractmethod
+    def synthetic_data(self, data) -> Mapping[str, list[dict]]:
+        """The suite's offline data (``data.source=synthetic``): every split by name, deterministic in its seed."""
+
+    # -- input checks ----------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def check_eval_inputs(self, tokenizer, data, eval_cfg) -> None:
+        """Load and encode every evaluation set without a model; DataError / ModelError (one line) if one fails."""
+
+    @abc.abstractmethod
+    def check_retain_log(self, path: str, cfg, key: str = "eval.retain_log") -> Any:
+        """The retain model's log at `path` (given as config / CLI `key`), validated against this run's
+        evaluation (`cfg` a RunConfig); the loaded log."""
+
+    # -- evaluation --------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def evaluate(self, module, tokenizer, data, eval_cfg) -> Any:
+        """The suite's log of `module` (an HF causal LM, or a DeepSpeed engine's `.module` at any ZeRO stage).
+        Every rank must call this; all get the whole log."""
+
+    def evaluate_saved(self, model_dir: str | os.PathLike[str], cfg) -> Any:
+        """The log of a saved HF model dir (one replica per rank; every rank must call this), `cfg` a RunConfig."""
+        from dsunlearn.eval.saved import load_saved
+
+        model, tokenizer = load_saved(model_dir, cfg.model)
+        return self.evaluate(model, tokenizer, cfg.data, cfg.eval)
+
+    @abc.abstractmethod
+    def write_eval(self, out_dir: str | os.PathLike[str], log: Any, retain_log: Any = None) -> dict[str, float]:
+        """Write the log and ``summary.json`` into ``<out_dir>/eval/`` (rank 0, atomically); every rank gets the
+        summary. `retain_log` (a log or a path) adds what needs the retain model."""
+
+    @abc.abstractmethod
+    def eval_files(self) -> tuple[str, ...]:
+        """The names an evaluation writes (or a copied log may hold) in ``<out>/eval/``: what --overwrite removes."""
+
+    # -- metrics and summary ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def load_log(self, path: str | os.PathLike[str], forget_only: bool = False) -> Any:
+        """A log from disk, validated; `forget_only`: only what a retain log contributes."""
+
+    @abc.abstractmethod
+    def summarize(self, log: Any, retain_log: Any = None) -> dict[str, float]:
+        """The flat summary of a log (pure: no I/O, no ranks), with the retain model's log where given."""
+
+    @abc.abstractmethod
+    def format_summary(self, summary: Mapping[str, float], as_json: bool = False) -> str:
+        """The summary for a terminal: an aligned table, or JSON."""
+
+    def headline(self, summary: Mapping[str, float]) -> tuple[Headline, ...]:
+        """The headline numbers of `summary` (value None where it lacks one, e.g. no retain log)."""
+        return tuple(dataclasses.replace(h, value=summary.get(h.key)) for h in self.HEADLINE)
+
+
+def eval_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """Where a model's evaluation goes: ``<out_dir>/eval``."""
+    return Path(out_dir) / EVAL_DIR
