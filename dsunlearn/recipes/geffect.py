@@ -126,48 +126,50 @@ class _Probe:
 
     def __init__(self, spec, params, forget, retain, f_idx, r_idx, ref, micro, pad, device):
         self.spec, self.params = spec, params
-        self.f_units = global_count(forget, f_idx, spec.unit)
-        self.f_tokens = global_count(forget, f_idx, "token")
-        self.r_tokens = global_count(retain, r_idx, "token") if r_idx else 0.0
-        self.fb = _micro_batches(forget, f_idx, micro, pad, ref, device)
-        self.rb = _micro_batches(retain, r_idx, micro, pad, None, device) if r_idx else []
+        self.forget_units = global_count(forget, f_idx, spec.unit)
+        self.forget_tokens = global_count(forget, f_idx, "token")
+        self.retain_tokens = global_count(retain, r_idx, "token") if r_idx else 0.0
+        self.forget_batches = _micro_batches(forget, f_idx, micro, pad, ref, device)
+        self.retain_batches = _micro_batches(retain, r_idx, micro, pad, None, device) if r_idx else []
 
-    def grads(self, ue: UnlearnEngine) -> tuple[ShardedGrad, ShardedGrad, ShardedGrad | None, list[float]]:
+    def grads(self, engine: UnlearnEngine) -> tuple[ShardedGrad, ShardedGrad, ShardedGrad | None, list[float]]:
         """(grad L_u(D_f), grad R(D_f), grad R(D_r) or None, [loss sums of the three on this rank])."""
-        g_obj, st_o = ue.grad_of(self.fb, _only_real(objective_loss(self.spec, self.params, 1.0, self.f_units)))
-        sums = [sum(s["loss_sum"] for s in st_o)]
-        if self.spec.risk_is_negative_loss:
-            g_rf = g_obj.clone().scale_(-1.0)
+        objective = _only_real(objective_loss(self.spec, self.params, 1.0, self.forget_units))
+        grad_objective, stats = engine.grad_of(self.forget_batches, objective)
+        sums = [sum(s["loss_sum"] for s in stats)]
+        if self.spec.risk_is_negative_loss:  # grad R(D_f) = -grad L_u(D_f): reuse, no second backward
+            grad_forget_risk = grad_objective.clone().scale_(-1.0)
             sums.append(-sums[0])
         else:
-            g_rf, st = ue.grad_of(self.fb, _only_real(nll_loss(1.0, self.f_tokens)))
-            sums.append(sum(s["loss_sum"] for s in st))
-        g_rr = None
-        if self.rb:
-            g_rr, st = ue.grad_of(self.rb, _only_real(nll_loss(1.0, self.r_tokens)))
-            sums.append(sum(s["loss_sum"] for s in st))
-        return g_obj, g_rf, g_rr, sums
+            grad_forget_risk, stats = engine.grad_of(self.forget_batches, _only_real(nll_loss(1.0, self.forget_tokens)))
+            sums.append(sum(s["loss_sum"] for s in stats))
+        grad_retain_risk = None
+        if self.retain_batches:
+            retain_nll = _only_real(nll_loss(1.0, self.retain_tokens))
+            grad_retain_risk, stats = engine.grad_of(self.retain_batches, retain_nll)
+            sums.append(sum(s["loss_sum"] for s in stats))
+        return grad_objective, grad_forget_risk, grad_retain_risk, sums
 
 
-def geffect_at(ue: UnlearnEngine, probe: _Probe, singles: list[_Probe]) -> tuple[dict, list[str]]:
-    """(record of one weight state: totals, per-group lists, cosines, norms, losses, per-instance list;
-    the layer-group names of the per-group lists)."""
-    g_obj, g_rf, g_rr, sums = probe.grads(ue)
-    ge = g_effect(g_obj, g_rf, g_rr)
-    sums_t = dist.all_reduce_sum(torch.tensor(sums, dtype=torch.float64))
+def geffect_at(engine: UnlearnEngine, probe: _Probe, singles: list[_Probe]) -> tuple[dict, list[str]]:
+    """(record of one weight state, in the online record's names (`GEffect.as_dict`) plus the risks' norms,
+    the losses and the per-instance list; the layer-group names of the per-group lists)."""
+    grad_objective, grad_forget_risk, grad_retain_risk, sums = probe.grads(engine)
+    ge = g_effect(grad_objective, grad_forget_risk, grad_retain_risk)
+    totals = dist.all_reduce_sum(torch.tensor(sums, dtype=torch.float64))
     rec = {
         **ge.as_dict(),
         "grad_norm_risk_forget": math.sqrt(float(ge.norms_sq[1])),
         "grad_norm_risk_retain": math.sqrt(float(ge.norms_sq[2])),
-        "loss_objective": float(sums_t[0]) / max(probe.f_units, 1.0),
-        "risk_forget": float(sums_t[1]) / max(probe.f_tokens, 1.0),
-        "risk_retain": float(sums_t[2]) / max(probe.r_tokens, 1.0),
+        "loss_objective": float(totals[0]) / max(probe.forget_units, 1.0),
+        "risk_forget": float(totals[1]) / max(probe.forget_tokens, 1.0),
+        "risk_retain": float(totals[2]) / max(probe.retain_tokens, 1.0),
     }
-    del g_obj, g_rf, g_rr
+    del grad_objective, grad_forget_risk, grad_retain_risk
     per = []
     for i, one in enumerate(singles):
-        g_obj, g_rf, _, _ = one.grads(ue)
-        ip = ShardedGrad.inner_products([(g_rf, g_obj), (g_obj, g_obj), (g_rf, g_rf)]).sum(dim=1)
+        g_obj, g_risk, _, _ = one.grads(engine)  # of the one sample
+        ip = ShardedGrad.inner_products([(g_risk, g_obj), (g_obj, g_obj), (g_risk, g_risk)]).sum(dim=1)
         den = float(ip[1] * ip[2]) ** 0.5
         per.append({"index": i, "geffect_u": float(ip[0]), "geffect_cos_u": float(ip[0]) / den if den > 0 else 0.0,
                     "grad_norm_objective": float(ip[1]) ** 0.5})  # fmt: skip
