@@ -1,11 +1,13 @@
 """`dsunlearn unlearn`: one readable unlearning loop on a ZeRO-sharded DeepSpeed engine.
 
-Per optimizer step, with a forget and a retain global batch (the same samples whatever the world size):
-- no geometry this step: gamma L_f (+ lambda L_reg) back-propagated into the same buffers, one reduction.
-- GRU and/or G-effect this step: gradients of the needed losses are read one by one as this rank's shard
-  (`ShardedGrad`); the G-effect reduces one [5, groups] tensor, GRU two scalars per group; the combined
-  gradient g = GRU(gamma grad L_f) + lambda grad L_reg is written back into the shard and the optimizer steps.
-  No rank ever holds the full gradient.
+Per optimizer step, with a forget and a retain global batch (the same samples whatever the world size), the
+step's `StepPlan` (`step_plan.py`) says which gradients it needs and takes one of two ways:
+- combined (no geometry this step): gamma L_f (+ lambda L_reg) back-propagated into the same buffers, one
+  reduction (`UnlearnRun._backward_combined`).
+- sharded (GRU and/or G-effect this step): gradients of the needed losses are read one by one as this rank's
+  shard (`ShardedGrad`); the G-effect reduces one [5, groups] tensor, GRU two scalars per group; the combined
+  gradient g = GRU(gamma grad L_f) + lambda grad L_reg is written back into the shard and the optimizer steps
+  (`UnlearnRun._backward_sharded`). No rank ever holds the full gradient.
 Logs every step to events.jsonl; saves the unlearned model (consolidated safetensors) at the end.
 """
 
