@@ -308,12 +308,12 @@ def run_unlearn(cfg: RunConfig, resume: bool = False) -> dict:
     dist.init_distributed()
     check_output_dir(cfg, "unlearn", resume=resume)
     # --resume: LATEST, checksums, pickle scan and every rank's state, before any model is loaded
-    state = check_resume_state(Path(cfg.run.output_dir)) if resume else None
+    checked = check_resume_state(Path(cfg.run.output_dir)) if resume else None
     check_tracking(cfg)  # wandb importable and online/offline decided (bounded probe) before the run dir
     t0 = time.time()
     run = UnlearnRun(cfg)  # data, tokenizer, model, engine: any bad input fails here, before anything is written
     # --resume: the checkpoint is read (through the safe loader) before the directory is touched
-    start = load_checkpoint(run.state, Path(cfg.run.output_dir), state) if resume else 0
+    start = load_checkpoint(run.state, Path(cfg.run.output_dir), checked) if resume else 0
     out = prepare_output_dir(cfg, "unlearn", resume=resume)
     try:  # the run directory is locked from here until the run ends, however it ends
         return _run_locked(run, cfg, out, t0, resume, start)
