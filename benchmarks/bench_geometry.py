@@ -49,14 +49,18 @@ def _gather_gru_step(run, step: int) -> None:
 
     from dsunlearn.unlearn_losses import global_count, nll_loss, objective_loss
 
-    ue = run.ue
-    fb, rb = run._micro(run.forget, run.fs, step, True), run._micro(run.retain, run.rs, step, False)
-    f_count = global_count(run.forget, run.fs.global_indices(step), run.spec.unit)
-    r_count = global_count(run.retain, run.rs.global_indices(step), "token")
+    engine = run.engine
+    forget_batches = run._micro(run.forget, run.forget_stream, step, True)
+    retain_batches = run._micro(run.retain, run.retain_stream, step, False)
+    f_count = global_count(run.forget, run.forget_stream.global_indices(step), run.spec.unit)
+    r_count = global_count(run.retain, run.retain_stream.global_indices(step), "token")
     grads = []
-    for batches, fn in ((fb, objective_loss(run.spec, run.params, 1.0, f_count)), (rb, nll_loss(1.0, r_count))):
-        ue.accumulate([(batches, fn)])
-        grads.append(torch.cat([deepspeed.utils.safe_get_full_grad(p).reshape(-1).double() for _, p in ue.named]))
+    for batches, fn in (
+        (forget_batches, objective_loss(run.spec, run.params, 1.0, f_count)),
+        (retain_batches, nll_loss(1.0, r_count)),
+    ):
+        engine.accumulate([(batches, fn)])
+        grads.append(torch.cat([deepspeed.utils.safe_get_full_grad(p).reshape(-1).double() for _, p in engine.named]))
     g_u, g_r = grads
     if run._ema is None:
         run._ema = 0.8 * g_r
@@ -67,13 +71,13 @@ def _gather_gru_step(run, step: int) -> None:
         g_u = g_u - dot / torch.dot(run._ema, run._ema) * run._ema
     g = g_u + g_r
     off = 0
-    for _, p in ue.named:  # write back through the full-gradient setter
+    for _, p in engine.named:  # write back through the full-gradient setter
         n = p.ds_numel if hasattr(p, "ds_numel") else p.numel()
         deepspeed.utils.safe_set_full_grad(
             p, g[off : off + n].view(p.ds_shape if hasattr(p, "ds_shape") else p.shape).float()
         )
         off += n
-    ue.step()
+    engine.step()
 
 
 def worker(a, model_dir: str) -> dict | None:

@@ -56,15 +56,16 @@ def plot_geffect(result: dict, path: str | Path) -> Path:
     recs = sorted(result["checkpoints"], key=lambda r: r["step"])
     steps = [r["step"] for r in recs]
     groups = list(result["groups"])
-    grid = np.array([r["e_u_groups"] for r in recs], dtype=float).T  # [G, S]
+    grid = np.array([r["geffect_u_groups"] for r in recs], dtype=float).T  # [G, S]
     probe = result.get("probe", {})
     fig_h = 3.2 + max(2.2, 0.28 * len(groups))
     fig, (ax, hm) = plt.subplots(
         2, 1, figsize=(max(7.0, 0.45 * len(steps) + 3.0), fig_h), dpi=120,
         gridspec_kw={"height_ratios": [3.0, max(2.2, 0.28 * len(groups))]},
     )  # fmt: skip
-    ax.plot(steps, [r["e_u"] for r in recs], "o-", color="tab:red", label="e_u: <grad R(D_f), grad L_u>  (forget)")
-    ax.plot(steps, [r["e_r"] for r in recs], "s-", color="tab:blue", label="e_r: <grad R(D_r), grad L_u>  (retain)")
+    e_u, e_r = [r["geffect_u"] for r in recs], [r["geffect_r"] for r in recs]
+    ax.plot(steps, e_u, "o-", color="tab:red", label="e_u: <grad R(D_f), grad L_u>  (forget)")
+    ax.plot(steps, e_r, "s-", color="tab:blue", label="e_r: <grad R(D_r), grad L_u>  (retain)")
     ax.axhline(0.0, color="black", lw=0.8, alpha=0.6)
     ax.set_xlabel("unlearning step (checkpoint)")
     ax.set_ylabel("G-effect (raw inner product)")

@@ -214,11 +214,21 @@ def _start_wandb(cfg, out_dir: Path, job: str):
         ) from None
 
 
-def read_events(path: str | Path, event: str | None = None) -> list[dict]:
+def read_events(path: str | Path, event: str | None = None, max_bytes: int = 1 << 28) -> list[dict]:
+    """The records of an events.jsonl in order (only those of kind `event` if given).
+
+    The file is read as untrusted text: at most `max_bytes`, undecodable bytes replaced, and a line that is not
+    a JSON object (cut by a crash, or garbage) skipped: a killed run's log reads up to its last whole line."""
+    with open(path, "rb") as fh:
+        text = fh.read(max_bytes).decode("utf-8", "replace")
     out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.strip():
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
             rec = json.loads(line)
-            if event is None or rec.get("event") == event:
-                out.append(rec)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(rec, dict) and (event is None or rec.get("event") == event):
+            out.append(rec)
     return out

@@ -22,7 +22,9 @@ import json
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -31,6 +33,10 @@ from dsunlearn.engine.delta import save_delta_shard
 from dsunlearn.errors import RunError
 from dsunlearn.fsutil import atomic_replace_dir, atomic_write_bytes, atomic_write_text
 from dsunlearn.manifest import verify_manifest, write_manifest
+
+if TYPE_CHECKING:
+    from dsunlearn.engine.unlearn_engine import UnlearnEngine
+    from dsunlearn.geometry.gru import GRU
 
 LATEST = "LATEST"
 TAG_RE = re.compile(r"step(\d{6}|[1-9]\d{6,11})")  # exactly what tag_of writes: one tag per step
@@ -54,36 +60,75 @@ def extra_name(rank: int) -> str:
     return f"extra_rank{rank}.safetensors"
 
 
-def _save_extra(run, path: Path, step: int) -> None:
-    """This rank's resume state: tensors in safetensors, the rest as JSON metadata (no pickle)."""
-    from safetensors.torch import save
+@dataclass
+class RunState:
+    """What a checkpoint of an unlearning run holds, as the run holds it (`UnlearnRun.state`).
 
-    tensors = {"rng": torch.get_rng_state()}
-    gru = run.gru.state_dict() if run.gru else None
-    if gru is not None and gru["ema"] is not None:
-        tensors["gru_ema"] = gru["ema"].contiguous()
-    meta = {"step": step, "world_size": dist.world_size(), "gru_c": None if gru is None else gru["c"]}
-    atomic_write_bytes(path, save(tensors, metadata={EXTRA_KEY: json.dumps(meta)}))
+    DeepSpeed's engine (module, this rank's optimizer shard, scheduler), GRU's EMA shard of this rank (None
+    without GRU) and the UIPE base: this rank's fp32 fragments of theta_o and the hash of the model they came
+    from (every checkpoint writes the delta theta_t - theta_o beside DeepSpeed's state)."""
 
-
-def _load_extra(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = json.loads((fh.metadata() or {})[EXTRA_KEY])
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-        if not (isinstance(meta.get("step"), int) and isinstance(meta.get("world_size"), int) and "rng" in tensors):
-            raise ValueError("incomplete resume state")
-    except (SafetensorError, OSError, KeyError, ValueError, TypeError, AttributeError) as e:
-        raise RunError(
-            f"cannot read '{path}' ({type(e).__name__}): it is not a dsunlearn resume state or it is damaged; "
-            "resume from another checkpoint or start the run again"
-        ) from None
-    return meta, tensors
+    engine: UnlearnEngine
+    gru: GRU | None
+    original_fragments: dict  # name -> (fp32 fragment [k], start in the flattened parameter), `snapshot_fragments`
+    original_hash: str
 
 
-def save_checkpoint(run, out: Path, step: int, keep: int = 2) -> Path:
+@dataclass
+class RankState:
+    """This rank's resume state beside DeepSpeed's, `extra_rank{r}.safetensors`: tensors in safetensors, the
+    rest as JSON metadata under EXTRA_KEY (no pickle)."""
+
+    step: int  # optimizer steps done
+    world_size: int
+    rng: torch.Tensor  # torch.get_rng_state(), uint8 [n]
+    gru_c: float | None = None  # None without GRU
+    gru_ema: torch.Tensor | None = None  # [P/N] float32, this rank's EMA shard; None before GRU's first update
+
+    @classmethod
+    def capture(cls, gru: GRU | None, step: int) -> RankState:
+        """The state of this process now: its torch RNG and GRU."""
+        gru_state = gru.state_dict() if gru else None
+        ema = None if gru_state is None or gru_state["ema"] is None else gru_state["ema"].contiguous()
+        c = None if gru_state is None else gru_state["c"]
+        return cls(step=step, world_size=dist.world_size(), rng=torch.get_rng_state(), gru_c=c, gru_ema=ema)
+
+    def to_bytes(self) -> bytes:
+        from safetensors.torch import save
+
+        tensors = {"rng": self.rng}
+        if self.gru_ema is not None:
+            tensors["gru_ema"] = self.gru_ema
+        meta = {"step": self.step, "world_size": self.world_size, "gru_c": self.gru_c}
+        return save(tensors, metadata={EXTRA_KEY: json.dumps(meta)})
+
+    @classmethod
+    def read(cls, path: Path) -> RankState:
+        """The state in `path`; RunError if it is not one (untrusted input: safetensors + JSON only)."""
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                meta = json.loads((fh.metadata() or {})[EXTRA_KEY])
+                tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+            if not (isinstance(meta.get("step"), int) and isinstance(meta.get("world_size"), int) and "rng" in tensors):
+                raise ValueError("incomplete resume state")
+            c = None if meta.get("gru_c") is None else float(meta["gru_c"])
+        except (SafetensorError, OSError, KeyError, ValueError, TypeError, AttributeError) as e:
+            raise RunError(
+                f"cannot read '{path}' ({type(e).__name__}): it is not a dsunlearn resume state or it is damaged; "
+                "resume from another checkpoint or start the run again"
+            ) from None
+        return cls(meta["step"], meta["world_size"], tensors["rng"], c, tensors.get("gru_ema"))
+
+    def restore(self, gru: GRU | None) -> None:
+        """Put the RNG and GRU's state back into this process."""
+        torch.set_rng_state(self.rng)
+        if gru is not None and self.gru_c is not None:
+            gru.load_state_dict({"c": self.gru_c, "ema": self.gru_ema})
+
+
+def save_checkpoint(state: RunState, out: Path, step: int, keep: int = 2) -> Path:
     """Collective: every rank writes its parts; rank 0 publishes. `step` = optimizer steps done."""
     root = out / "checkpoints"
     tag = tag_of(step)
@@ -92,11 +137,12 @@ def save_checkpoint(run, out: Path, step: int, keep: int = 2) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
     dist.barrier()
-    engine = run.ue.engine
+    engine = state.engine.deepspeed
     engine.save_checkpoint(str(staging), tag=tag, client_state={"dsunlearn_step": step}, save_latest=False)
-    _save_extra(run, staging / tag / extra_name(dist.rank()), step)
+    atomic_write_bytes(staging / tag / extra_name(dist.rank()), RankState.capture(state.gru, step).to_bytes())
     (staging / tag / "delta").mkdir(parents=True, exist_ok=True)
-    save_delta_shard(engine, run.ue.named, run.orig, staging / tag / "delta", run.original_hash)
+    delta_dir = staging / tag / "delta"
+    save_delta_shard(engine, state.engine.named, state.original_fragments, delta_dir, state.original_hash)
     _maybe_fault("save", step)
     dist.barrier()
     write_manifest(staging / tag)
@@ -150,8 +196,8 @@ def saved_tags(out: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if TAG_RE.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
 
 
-def check_resume_state(out: Path) -> tuple[str, dict, dict[str, torch.Tensor]]:
-    """Collective, before any set-up: (tag, this rank's resume metadata, its tensors) of the newest complete
+def check_resume_state(out: Path) -> tuple[str, RankState]:
+    """Collective, before any set-up: (tag, this rank's resume state) of the newest complete
     checkpoint, with LATEST validated, every file checked against the manifest, every DeepSpeed file's pickle
     scanned (nothing outside the allow-list) and every rank's resume state read. Every rank raises the same
     RunError if anything is wrong, so a bad checkpoint costs seconds, not a model load."""
@@ -170,15 +216,15 @@ def check_resume_state(out: Path) -> tuple[str, dict, dict[str, torch.Tensor]]:
     root = out / "checkpoints"
     verify_manifest(root / tag)
     extra_file = root / tag / extra_name(dist.rank())
-    meta, tensors, problem = {}, {}, None
+    rank_state, problem = None, None
     try:  # every rank its own file: agree on the outcome, or one rank would wait in a collective for ever
         if not extra_file.is_file():
             raise RunError(f"cannot --resume: '{extra_file}' is missing: resume with the world size the run used")
-        meta, tensors = _load_extra(extra_file)
-        if meta["world_size"] != dist.world_size():
+        rank_state = RankState.read(extra_file)
+        if rank_state.world_size != dist.world_size():
             raise RunError(
                 f"cannot --resume '{out}' on {dist.world_size()} processes: it was checkpointed on "
-                f"{meta['world_size']} (optimizer and GRU state are sharded per rank); relaunch with the same "
+                f"{rank_state.world_size} (optimizer and GRU state are sharded per rank); relaunch with the same "
                 "number of processes"
             )
     except RunError as e:
@@ -187,25 +233,22 @@ def check_resume_state(out: Path) -> tuple[str, dict, dict[str, torch.Tensor]]:
     if problem:
         raise RunError(problem)
     precheck_checkpoint(root / tag)
-    return tag, meta, tensors
+    return tag, rank_state
 
 
-def load_checkpoint(run, out: Path, state: tuple[str, dict, dict[str, torch.Tensor]] | None = None) -> int:
-    """Restore the newest complete checkpoint into `run`; returns the number of steps already done.
+def load_checkpoint(state: RunState, out: Path, checked: tuple[str, RankState] | None = None) -> int:
+    """Restore the newest complete checkpoint into `state`; returns the number of steps already done.
 
-    `state` is what `check_resume_state(out)` returned when the caller checked before its set-up (the files are
-    not hashed twice); None checks now. DeepSpeed's files are read through the safe loader either way."""
+    `checked` is what `check_resume_state(out)` returned when the caller checked before its set-up (the files
+    are not hashed twice); None checks now. DeepSpeed's files are read through the safe loader either way."""
     from dsunlearn.engine.safe_checkpoint import install_safe_loader
 
-    tag, meta, tensors = state if state is not None else check_resume_state(out)
+    tag, rank_state = checked if checked is not None else check_resume_state(out)
     root = out / "checkpoints"
-    install_safe_loader(run.ue.engine)
-    path, client = run.ue.engine.load_checkpoint(
-        str(root), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
-    )
+    engine = state.engine.deepspeed
+    install_safe_loader(engine)
+    path, client = engine.load_checkpoint(str(root), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
     if path is None or not isinstance(client, dict) or not isinstance(client.get("dsunlearn_step"), int):
         raise RunError(f"DeepSpeed could not load checkpoint '{root / tag}'; resume from another one or start again")
-    torch.set_rng_state(tensors["rng"])
-    if run.gru is not None and meta.get("gru_c") is not None:
-        run.gru.load_state_dict({"c": float(meta["gru_c"]), "ema": tensors.get("gru_ema")})
+    rank_state.restore(state.gru)
     return int(client["dsunlearn_step"])

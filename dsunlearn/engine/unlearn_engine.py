@@ -1,5 +1,8 @@
 """`UnlearnEngine`: a DeepSpeed engine that runs the forget and retain backwards and exposes gradient shards.
 
+The one training engine of dsunlearn: `unlearn` (objective, regulariser, GRU, G-effect), `finetune` (the answer
+NLL through `accumulate`) and the offline G-effect (`grad_of`, never stepped) all set up and back-propagate here.
+
 Two ways through a step:
 - `accumulate(parts)`: every loss's micro-backwards into the same gradient buffers inside one accumulation
   block: gamma L_f + lambda L_r with a single reduction. Used when no geometry is needed (fast path).
@@ -18,7 +21,9 @@ import torch
 
 from dsunlearn import dist
 from dsunlearn.config import RunConfig
+from dsunlearn.data.collate import Encoded, pad_batch
 from dsunlearn.engine.ds_setup import accumulation, build_ds_config, create_engine, zero3_init_context
+from dsunlearn.engine.reference import ref_batch
 from dsunlearn.engine.shard import ShardedGrad, read_grad_shard, write_grad_shard, zero_grad_buffers
 from dsunlearn.models.load import check_vocab, load_causal_lm
 
@@ -33,42 +38,57 @@ class MicroBatch:
     labels: torch.Tensor  # [B, T], -100 off the answer
     ref_logp: torch.Tensor | None = None  # [B, T-1]
 
+    @classmethod
+    def build(
+        cls, encoded: list[Encoded], indices: list[int], pad: int, device, ref: list[torch.Tensor] | None = None
+    ) -> MicroBatch:
+        """encoded[indices] right-padded onto `device`; with `ref` (per-item theta_o log-probs,
+        `precompute_forget_ref`) their [B, T-1] reference log-probs too."""
+        b = {key: v.to(device) for key, v in pad_batch([encoded[i] for i in indices], pad).items()}
+        ref_logp = ref_batch(ref, indices, b["input_ids"].shape[1] - 1, device) if ref is not None else None
+        return cls(indices, b["input_ids"], b["attention_mask"], b["labels"], ref_logp)
+
 
 # loss_fn(micro_batch, logits [B, T, V]) -> (scaled loss to back-propagate, detached stats for logging)
 LossFn = Callable[[MicroBatch, torch.Tensor], tuple[torch.Tensor, dict]]
 
 
 class UnlearnEngine:
-    def __init__(self, cfg: RunConfig, model_path: str, tokenizer, total_steps: int):
+    """The model at `model_path` on a DeepSpeed engine (cfg.engine: ZeRO stage, optimizer, schedule over
+    `total_steps`). `seed`: torch's RNG is seeded after the model is loaded and before the engine is built."""
+
+    def __init__(self, cfg: RunConfig, model_path: str, tokenizer, total_steps: int, seed: int | None = None):
         world = dist.world_size()
         self.ds_config = build_ds_config(cfg.engine, world)
         with zero3_init_context(self.ds_config):
             model = load_causal_lm(model_path, cfg.model.dtype, cfg.model.trust_remote_code)
         check_vocab(model, tokenizer, where=f"of '{cfg.model.tokenizer or model_path}'")
-        self.engine, _ = create_engine(model, cfg.engine, total_steps, self.ds_config)
-        self.zero3 = self.engine.zero_optimization_stage() == 3
-        self.named = [(n, p) for n, p in self.engine.module.named_parameters() if p.requires_grad]
+        if seed is not None:
+            torch.manual_seed(seed)
+        self.deepspeed, _ = create_engine(model, cfg.engine, total_steps, self.ds_config)
+        self.zero3 = self.deepspeed.zero_optimization_stage() == 3
+        self.named = [(n, p) for n, p in self.deepspeed.module.named_parameters() if p.requires_grad]
 
     @property
     def module(self) -> torch.nn.Module:
-        return self.engine.module
+        return self.deepspeed.module
 
     @property
     def device(self) -> torch.device:
-        return self.engine.device
+        return self.deepspeed.device
 
     def _backward_all(self, parts: list[tuple[list[MicroBatch], LossFn]]) -> list[list[dict]]:
         n_micro = sum(len(batches) for batches, _ in parts)
         stats: list[list[dict]] = []
         k = 0
-        with accumulation(self.engine, n_micro) as micro_ctx:
+        with accumulation(self.deepspeed, n_micro) as micro_ctx:
             for batches, loss_fn in parts:
                 part_stats = []
                 for mb in batches:
-                    logits = self.engine(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits
+                    logits = self.deepspeed(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits
                     loss, st = loss_fn(mb, logits)
                     with micro_ctx(k):
-                        self.engine.backward(loss)
+                        self.deepspeed.backward(loss)
                     part_stats.append(st)
                     k += 1
                 stats.append(part_stats)
@@ -76,20 +96,20 @@ class UnlearnEngine:
 
     def accumulate(self, parts: list[tuple[list[MicroBatch], LossFn]]) -> list[list[dict]]:
         """All losses' gradients summed in DeepSpeed's buffers (one reduction). Returns per-part stats."""
-        zero_grad_buffers(self.engine, self.named)
+        zero_grad_buffers(self.deepspeed, self.named)
         return self._backward_all(parts)
 
     def grad_of(self, batches: list[MicroBatch], loss_fn: LossFn) -> tuple[ShardedGrad, list[dict]]:
         """This rank's shard of the reduced gradient of one loss (buffers reset first; the shard is a copy)."""
-        zero_grad_buffers(self.engine, self.named)
+        zero_grad_buffers(self.deepspeed, self.named)
         (stats,) = self._backward_all([(batches, loss_fn)])
-        return read_grad_shard(self.engine, self.named), stats
+        return read_grad_shard(self.deepspeed, self.named), stats
 
     def set_grad(self, shard: ShardedGrad) -> None:
-        write_grad_shard(self.engine, shard, self.named)
+        write_grad_shard(self.deepspeed, shard, self.named)
 
     def step(self) -> None:
-        self.engine.step()
+        self.deepspeed.step()
 
     def lr(self) -> float:
-        return float(self.engine.get_lr()[0])
+        return float(self.deepspeed.get_lr()[0])

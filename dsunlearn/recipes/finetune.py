@@ -23,18 +23,19 @@ from tqdm.auto import tqdm
 
 from dsunlearn import dist
 from dsunlearn.config import RunConfig
-from dsunlearn.data.collate import encode_items, pad_batch, pad_id_of
+from dsunlearn.data.collate import encode_items, pad_id_of
 from dsunlearn.data.sampler import BatchStream
-from dsunlearn.engine.ds_setup import accumulation, build_ds_config, create_engine, resolve_batch, zero3_init_context
+from dsunlearn.engine.ds_setup import resolve_batch
 from dsunlearn.engine.hf_save import save_hf_model
+from dsunlearn.engine.unlearn_engine import MicroBatch, UnlearnEngine
 from dsunlearn.errors import DataError
 from dsunlearn.eval.nll import answer_nll, mean_answer_probability
 from dsunlearn.fsutil import atomic_replace_dir, atomic_write_json
-from dsunlearn.models.load import check_vocab, load_causal_lm, load_tokenizer
-from dsunlearn.objectives.logprobs import token_logprobs
+from dsunlearn.models.load import load_tokenizer
 from dsunlearn.rundir import check_output_dir, prepare_output_dir, release_output_dir
 from dsunlearn.suites import get_suite
 from dsunlearn.tracking import EventLog
+from dsunlearn.unlearn_losses import global_count, nll_loss, reduce_stats
 
 
 def _corpus(cfg: RunConfig) -> list[str]:
@@ -119,37 +120,23 @@ def train_one(cfg: RunConfig, base: str, tokenizer, enc: list, out_model: Path, 
     """
     world, rank = dist.world_size(), dist.rank()
     e = cfg.engine
-    n_labels = [sum(1 for t in x.labels[1:] if t != -100) for x in enc]
     micro, accum, global_batch = resolve_batch(e, world)
     stream = BatchStream(len(enc), global_batch, micro, world, seed=cfg.run.seed)
     steps = e.max_steps or stream.steps_for_epochs(e.epochs)
-    ds_config = build_ds_config(e, world)
-    with zero3_init_context(ds_config):
-        model = load_causal_lm(base, cfg.model.dtype, cfg.model.trust_remote_code)
-    check_vocab(model, tokenizer)
-    torch.manual_seed(cfg.run.seed)
-    engine, _ = create_engine(model, e, steps, ds_config)
+    engine = UnlearnEngine(cfg, base, tokenizer, steps, seed=cfg.run.seed)
     pad, device = pad_id_of(tokenizer), engine.device
     before = _probabilities(engine.module, probes, cfg, pad)
     bar = tqdm(range(steps), desc=f"finetune {tag}", disable=not dist.is_main(), dynamic_ncols=True)
     for step in bar:
         t0 = time.perf_counter()
-        n_tokens = sum(n_labels[i] for i in stream.global_indices(step))
-        loss_sum = torch.zeros((), dtype=torch.float64)
-        with accumulation(engine, accum) as micro_ctx:
-            for k in range(accum):
-                batch = pad_batch([enc[i] for i in stream.micro_indices(step, k, rank)], pad)
-                batch = {key: v.to(device) for key, v in batch.items()}
-                logits = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                logp, _ = token_logprobs(logits, batch["labels"])
-                nll_sum = -logp.sum()
-                loss_sum += nll_sum.detach().double().cpu()
-                with micro_ctx(k):
-                    # Sum / global token count x world: DeepSpeed's mean over ranks makes it the global mean.
-                    engine.backward(nll_sum * (world / n_tokens))
+        n_tokens = global_count(enc, stream.global_indices(step), "token")
+        batches = [MicroBatch.build(enc, stream.micro_indices(step, k, rank), pad, device) for k in range(accum)]
+        # Sum / global token count x world: DeepSpeed's mean over ranks makes it the global mean.
+        (stats,) = engine.accumulate([(batches, nll_loss(1.0, n_tokens))])
         engine.step()
+        loss_sum = torch.tensor(reduce_stats(stats)[0], dtype=torch.float64)
         loss = dist.all_reduce_sum(loss_sum).item() / n_tokens
-        lr = engine.get_lr()[0]
+        lr = engine.lr()
         dt = time.perf_counter() - t0
         events.log("finetune_step", model=tag, step=step + 1, loss=loss, lr=lr, tokens_per_s=n_tokens / dt)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.1e}")

@@ -22,24 +22,27 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from dsunlearn import dist
-from dsunlearn.data.collate import Encoded, encode_items, pad_batch, pad_id_of
+from dsunlearn.data.collate import Encoded, encode_items, pad_id_of
 from dsunlearn.data.sharding import round_robin_rounds
 from dsunlearn.engine.checkpoint import saved_tags, tag_of
-from dsunlearn.engine.reference import precompute_forget_ref, ref_batch
+from dsunlearn.engine.reference import precompute_forget_ref
 from dsunlearn.engine.shard import ShardedGrad
 from dsunlearn.engine.unlearn_engine import LossFn, MicroBatch, UnlearnEngine
 from dsunlearn.errors import RunError
 from dsunlearn.fsutil import atomic_write_json
 from dsunlearn.geometry.geffect import g_effect
 from dsunlearn.suites import get_suite
+from dsunlearn.tracking import read_events
 from dsunlearn.unlearn_losses import global_count, nll_loss, objective_loss
 
 
@@ -65,20 +68,16 @@ def find_states(run_dir: Path) -> list[tuple[int, Path | None]]:
 
 def _final_step(run_dir: Path, after: int) -> int:
     """Steps of the run that wrote `delta/`: the last start/resume/done event's `steps` (an int in
-    (after, 10**9], `after` = the newest checkpoint's step). events.jsonl is untrusted text: unreadable lines are
-    skipped, and a missing or impossible count is a one-line RunError."""
+    (after, 10**9], `after` = the newest checkpoint's step). events.jsonl is untrusted text (`read_events`
+    skips unreadable lines), and a missing or impossible count is a one-line RunError."""
     steps = None
     events = run_dir / "events.jsonl"
     try:
-        lines = events.read_bytes()[: 1 << 28].decode("utf-8", "replace").splitlines() if events.is_file() else []
+        records = read_events(events) if events.is_file() else []
     except OSError:
-        lines = []
-    for line in lines:
-        try:
-            ev = json.loads(line)
-        except (ValueError, RecursionError):
-            continue  # a line cut by a crash, or garbage
-        if isinstance(ev, dict) and ev.get("event") in ("start", "resume", "done"):
+        records = []
+    for ev in records:
+        if ev.get("event") in ("start", "resume", "done"):
             if isinstance(ev.get("steps"), int) and not isinstance(ev["steps"], bool):
                 steps = ev["steps"]
     if steps is None:
@@ -107,10 +106,8 @@ def _micro_batches(encoded: list[Encoded], idx: list[int], micro: int, pad: int,
     out = []
     for rows in round_robin_rounds(len(idx), micro, dist.rank(), dist.world_size()):
         items = [idx[j] for j in (rows if rows is not None else range(min(micro, len(idx))))]
-        b = {k: v.to(device) for k, v in pad_batch([encoded[i] for i in items], pad).items()}
-        r = ref_batch(ref, items, b["input_ids"].shape[1] - 1, device) if ref is not None else None
-        keep = items if rows is not None else []  # no indices = a stand-in (see _only_real)
-        out.append(MicroBatch(keep, b["input_ids"], b["attention_mask"], b["labels"], r))
+        mb = MicroBatch.build(encoded, items, pad, device, ref)
+        out.append(mb if rows is not None else replace(mb, indices=[]))  # no indices = a stand-in (_only_real)
     return out
 
 
@@ -129,56 +126,52 @@ class _Probe:
 
     def __init__(self, spec, params, forget, retain, f_idx, r_idx, ref, micro, pad, device):
         self.spec, self.params = spec, params
-        self.f_units = global_count(forget, f_idx, spec.unit)
-        self.f_tokens = global_count(forget, f_idx, "token")
-        self.r_tokens = global_count(retain, r_idx, "token") if r_idx else 0.0
-        self.fb = _micro_batches(forget, f_idx, micro, pad, ref, device)
-        self.rb = _micro_batches(retain, r_idx, micro, pad, None, device) if r_idx else []
+        self.forget_units = global_count(forget, f_idx, spec.unit)
+        self.forget_tokens = global_count(forget, f_idx, "token")
+        self.retain_tokens = global_count(retain, r_idx, "token") if r_idx else 0.0
+        self.forget_batches = _micro_batches(forget, f_idx, micro, pad, ref, device)
+        self.retain_batches = _micro_batches(retain, r_idx, micro, pad, None, device) if r_idx else []
 
-    def grads(self, ue: UnlearnEngine) -> tuple[ShardedGrad, ShardedGrad, ShardedGrad | None, list[float]]:
+    def grads(self, engine: UnlearnEngine) -> tuple[ShardedGrad, ShardedGrad, ShardedGrad | None, list[float]]:
         """(grad L_u(D_f), grad R(D_f), grad R(D_r) or None, [loss sums of the three on this rank])."""
-        g_obj, st_o = ue.grad_of(self.fb, _only_real(objective_loss(self.spec, self.params, 1.0, self.f_units)))
-        sums = [sum(s["loss_sum"] for s in st_o)]
-        if self.spec.risk_is_negative_loss:
-            g_rf = g_obj.clone().scale_(-1.0)
+        objective = _only_real(objective_loss(self.spec, self.params, 1.0, self.forget_units))
+        grad_objective, stats = engine.grad_of(self.forget_batches, objective)
+        sums = [sum(s["loss_sum"] for s in stats)]
+        if self.spec.risk_is_negative_loss:  # grad R(D_f) = -grad L_u(D_f): reuse, no second backward
+            grad_forget_risk = grad_objective.clone().scale_(-1.0)
             sums.append(-sums[0])
         else:
-            g_rf, st = ue.grad_of(self.fb, _only_real(nll_loss(1.0, self.f_tokens)))
-            sums.append(sum(s["loss_sum"] for s in st))
-        g_rr = None
-        if self.rb:
-            g_rr, st = ue.grad_of(self.rb, _only_real(nll_loss(1.0, self.r_tokens)))
-            sums.append(sum(s["loss_sum"] for s in st))
-        return g_obj, g_rf, g_rr, sums
+            grad_forget_risk, stats = engine.grad_of(self.forget_batches, _only_real(nll_loss(1.0, self.forget_tokens)))
+            sums.append(sum(s["loss_sum"] for s in stats))
+        grad_retain_risk = None
+        if self.retain_batches:
+            retain_nll = _only_real(nll_loss(1.0, self.retain_tokens))
+            grad_retain_risk, stats = engine.grad_of(self.retain_batches, retain_nll)
+            sums.append(sum(s["loss_sum"] for s in stats))
+        return grad_objective, grad_forget_risk, grad_retain_risk, sums
 
 
-def geffect_at(ue: UnlearnEngine, probe: _Probe, singles: list[_Probe]) -> tuple[dict, list[str]]:
-    """(record of one weight state: totals, per-group lists, cosines, norms, losses, per-instance list;
-    the layer-group names of the per-group lists)."""
-    g_obj, g_rf, g_rr, sums = probe.grads(ue)
-    ge = g_effect(g_obj, g_rf, g_rr)
-    sums_t = dist.all_reduce_sum(torch.tensor(sums, dtype=torch.float64))
+def geffect_at(engine: UnlearnEngine, probe: _Probe, singles: list[_Probe]) -> tuple[dict, list[str]]:
+    """(record of one weight state, in the online record's names (`GEffect.as_dict`) plus the risks' norms,
+    the losses and the per-instance list; the layer-group names of the per-group lists)."""
+    grad_objective, grad_forget_risk, grad_retain_risk, sums = probe.grads(engine)
+    ge = g_effect(grad_objective, grad_forget_risk, grad_retain_risk)
+    totals = dist.all_reduce_sum(torch.tensor(sums, dtype=torch.float64))
     rec = {
-        "e_u": ge.e_u,
-        "e_r": ge.e_r,
-        "cos_u": ge.cos_u,
-        "cos_r": ge.cos_r,
-        "grad_norm_objective": float(ge.norms_sq[0]) ** 0.5,
-        "grad_norm_risk_forget": float(ge.norms_sq[1]) ** 0.5,
-        "grad_norm_risk_retain": float(ge.norms_sq[2]) ** 0.5,
-        "e_u_groups": ge.e_u_groups.tolist(),
-        "e_r_groups": ge.e_r_groups.tolist(),
-        "loss_objective": float(sums_t[0]) / max(probe.f_units, 1.0),
-        "risk_forget": float(sums_t[1]) / max(probe.f_tokens, 1.0),
-        "risk_retain": float(sums_t[2]) / max(probe.r_tokens, 1.0),
+        **ge.as_dict(),
+        "grad_norm_risk_forget": math.sqrt(float(ge.norms_sq[1])),
+        "grad_norm_risk_retain": math.sqrt(float(ge.norms_sq[2])),
+        "loss_objective": float(totals[0]) / max(probe.forget_units, 1.0),
+        "risk_forget": float(totals[1]) / max(probe.forget_tokens, 1.0),
+        "risk_retain": float(totals[2]) / max(probe.retain_tokens, 1.0),
     }
-    del g_obj, g_rf, g_rr
+    del grad_objective, grad_forget_risk, grad_retain_risk
     per = []
     for i, one in enumerate(singles):
-        g_obj, g_rf, _, _ = one.grads(ue)
-        ip = ShardedGrad.inner_products([(g_rf, g_obj), (g_obj, g_obj), (g_rf, g_rf)]).sum(dim=1)
+        g_obj, g_risk, _, _ = one.grads(engine)  # of the one sample
+        ip = ShardedGrad.inner_products([(g_risk, g_obj), (g_obj, g_obj), (g_risk, g_risk)]).sum(dim=1)
         den = float(ip[1] * ip[2]) ** 0.5
-        per.append({"index": i, "e_u": float(ip[0]), "cos_u": float(ip[0]) / den if den > 0 else 0.0,
+        per.append({"index": i, "geffect_u": float(ip[0]), "geffect_cos_u": float(ip[0]) / den if den > 0 else 0.0,
                     "grad_norm_objective": float(ip[1]) ** 0.5})  # fmt: skip
     rec["per_instance"] = per
     return rec, list(ge.groups)
@@ -232,7 +225,7 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
     """
     from dsunlearn.engine.delta import model_hash, read_delta_meta
     from dsunlearn.models.load import load_tokenizer, local_model_dir
-    from dsunlearn.objectives import get_objective
+    from dsunlearn.recipes.unlearn import forget_objective
     from dsunlearn.rundir import run_config
     from dsunlearn.uipe.extrapolate import extrapolate
 
@@ -252,9 +245,7 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
     # Any world size: the probe is dealt in fixed chunks of the run's micro batch; no accumulation in DeepSpeed.
     cfg.engine.grad_accum_steps, cfg.engine.global_batch_size = 1, 0
     micro = cfg.engine.micro_batch_size
-    spec = get_objective(cfg.objective.name)
-    o = cfg.objective
-    params = spec.resolve(o.params)
+    spec, params = forget_objective(cfg)
     tokenizer = load_tokenizer(cfg.model.tokenizer or str(orig_dir), cfg.model.trust_remote_code)
     pad = pad_id_of(tokenizer)
     forget, retain = probe_set(cfg, tokenizer, probe_size)
@@ -274,19 +265,19 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
                 path = tmp_root / tag_of(step)
                 _on_main(extrapolate, orig_dir, delta, 0.0, path)  # the tokenizer is loaded once, above
                 dist.barrier()
-            ue = UnlearnEngine(cfg, str(path), tokenizer, total_steps=1)
-            ue.module.eval()  # no dropout: the gradient of the risk itself, deterministic
+            engine = UnlearnEngine(cfg, str(path), tokenizer, total_steps=1)
+            engine.module.eval()  # no dropout: the gradient of the risk itself, deterministic
             if ref is None and spec.needs_reference:  # step 0: the engine holds theta_o
-                ref = precompute_forget_ref(ue.module, forget, cfg.eval.batch_size, pad)
-            dev = ue.device
+                ref = precompute_forget_ref(engine.module, forget, cfg.eval.batch_size, pad)
+            dev = engine.device
             all_f, all_r = list(range(len(forget))), list(range(len(retain)))
             probe = _Probe(spec, params, forget, retain, all_f, all_r, ref, micro, pad, dev)
             singles = [_Probe(spec, params, forget, retain, [i], [], ref, micro, pad, dev) for i in range(per_instance)]
             rec = {"step": step, "source": "original" if delta is None else str(delta.relative_to(run_dir))}
-            values, groups = geffect_at(ue, probe, singles)
+            values, groups = geffect_at(engine, probe, singles)
             records.append({**rec, **values})
-            ue.engine.destroy()  # free this engine before the next one is built
-            del ue, probe, singles
+            engine.deepspeed.destroy()  # free this engine before the next one is built
+            del engine, probe, singles
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -334,11 +325,11 @@ def format_table(result: dict) -> str:
     rows = [head]
     for r in result["checkpoints"]:
         rows.append(
-            f"{r['step']:>6}  {r['e_u']:>11.4g}  {r['e_r']:>11.4g}  {r['cos_u']:>7.3f}  {r['cos_r']:>7.3f}  "
-            f"{r['grad_norm_objective']:>10.4g}  {r['risk_forget']:>8.4f}"
+            f"{r['step']:>6}  {r['geffect_u']:>11.4g}  {r['geffect_r']:>11.4g}  {r['geffect_cos_u']:>7.3f}  "
+            f"{r['geffect_cos_r']:>7.3f}  {r['grad_norm_objective']:>10.4g}  {r['risk_forget']:>8.4f}"
         )
     for r in result["checkpoints"]:
         if r["per_instance"]:
-            vals = ", ".join(f"{p['e_u']:.3g}" for p in r["per_instance"])
+            vals = ", ".join(f"{p['geffect_u']:.3g}" for p in r["per_instance"])
             rows.append(f"step {r['step']}: per-instance e_u = [{vals}]")
     return "\n".join(rows)

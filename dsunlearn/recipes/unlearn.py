@@ -1,11 +1,13 @@
 """`dsunlearn unlearn`: one readable unlearning loop on a ZeRO-sharded DeepSpeed engine.
 
-Per optimizer step, with a forget and a retain global batch (the same samples whatever the world size):
-- no geometry this step: gamma L_f (+ lambda L_reg) back-propagated into the same buffers, one reduction.
-- GRU and/or G-effect this step: gradients of the needed losses are read one by one as this rank's shard
-  (`ShardedGrad`); the G-effect reduces one [5, groups] tensor, GRU two scalars per group; the combined
-  gradient g = GRU(gamma grad L_f) + lambda grad L_reg is written back into the shard and the optimizer steps.
-  No rank ever holds the full gradient.
+Per optimizer step, with a forget and a retain global batch (the same samples whatever the world size), the
+step's `StepPlan` (`step_plan.py`) says which gradients it needs and takes one of two ways:
+- combined (no geometry this step): gamma L_f (+ lambda L_reg) back-propagated into the same buffers, one
+  reduction (`UnlearnRun._backward_combined`).
+- sharded (GRU and/or G-effect this step): gradients of the needed losses are read one by one as this rank's
+  shard (`ShardedGrad`); the G-effect reduces one [5, groups] tensor, GRU two scalars per group; the combined
+  gradient g = GRU(gamma grad L_f) + lambda grad L_reg is written back into the shard and the optimizer steps
+  (`UnlearnRun._backward_sharded`). No rank ever holds the full gradient.
 Logs every step to events.jsonl; saves the unlearned model (consolidated safetensors) at the end.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,14 +25,14 @@ from tqdm.auto import tqdm
 from dsunlearn import dist
 from dsunlearn.config import RunConfig
 from dsunlearn.config_bounds import check_generation_fits
-from dsunlearn.data.collate import encode_items, pad_batch, pad_id_of
+from dsunlearn.data.collate import encode_items, pad_id_of
 from dsunlearn.data.sampler import BatchStream
-from dsunlearn.engine.checkpoint import _maybe_fault, check_resume_state, load_checkpoint, save_checkpoint
+from dsunlearn.engine.checkpoint import RunState, _maybe_fault, check_resume_state, load_checkpoint, save_checkpoint
 from dsunlearn.engine.delta import model_hash, save_delta_shard, snapshot_fragments
 from dsunlearn.engine.ds_setup import build_ds_config, resolve_batch, zero3_init_context
 from dsunlearn.engine.hf_save import save_hf_model
-from dsunlearn.engine.reference import ReferenceModel, precompute_forget_ref, ref_batch
-from dsunlearn.engine.unlearn_engine import MicroBatch, UnlearnEngine
+from dsunlearn.engine.reference import ReferenceModel, precompute_forget_ref
+from dsunlearn.engine.unlearn_engine import LossFn, MicroBatch, UnlearnEngine
 from dsunlearn.errors import DivergedError, RunError
 from dsunlearn.fsutil import atomic_replace_dir
 from dsunlearn.geometry.geffect import g_effect
@@ -42,11 +45,19 @@ from dsunlearn.models.load import (
     local_model_dir,
     model_positions,
 )
-from dsunlearn.objectives import get_objective, get_regularizer
+from dsunlearn.objectives import ObjectiveSpec, get_objective, get_regularizer
+from dsunlearn.recipes.step_plan import StepPlan
 from dsunlearn.rundir import check_output_dir, prepare_output_dir, release_output_dir
 from dsunlearn.suites import get_suite
 from dsunlearn.tracking import EventLog, check_tracking
 from dsunlearn.unlearn_losses import global_count, nll_loss, objective_loss, reduce_stats, regularizer_loss
+
+
+def forget_objective(cfg: RunConfig) -> tuple[ObjectiveSpec, dict]:
+    """(spec, resolved hyper-parameters) of the run's forget objective L_f."""
+    o = cfg.objective
+    spec = get_objective(o.name)
+    return spec, spec.resolve(o.params)
 
 
 def retain_regularizer(cfg: RunConfig):
@@ -59,26 +70,47 @@ def retain_regularizer(cfg: RunConfig):
     return spec, spec.resolve({"positions": o.kl_positions} if spec.inputs == "logits" else {})
 
 
+@dataclass
+class StepBatch:
+    """One optimizer step's micro-batches on this rank, and the global counts its losses are means over."""
+
+    forget: list[MicroBatch]
+    retain: list[MicroBatch]  # [] when the step needs no retain batch
+    forget_units: float  # the objective's unit (token or sequence) in the global forget batch
+    forget_tokens: float  # answer tokens of the global forget batch (the forget risk's mean)
+    retain_tokens: float  # answer tokens of the global retain batch
+
+
+@dataclass
+class LossSums:
+    """This rank's unscaled loss sums of one step (gamma / lambda only scale what is back-propagated)."""
+
+    forget: float
+    retain: float  # 0.0 without a retain term
+    forget_metrics: dict  # the objective's metrics, mean over this rank's micro-batches
+
+
 class UnlearnRun:
-    """The state of one run: data, streams, engine, reference, GRU. `step(i)` does optimizer step i."""
+    """The state of one run: data, streams, engine, reference, GRU. `step(i)` does optimizer step i.
+
+    `state` (engine, GRU, theta_o's fragments and hash) is what a checkpoint saves and loads."""
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
-        d, o = cfg.data, cfg.objective
+        d = cfg.data
         self.world, self.rank = dist.world_size(), dist.rank()
-        self.spec = get_objective(o.name)
-        self.params = self.spec.resolve(o.params)
-        self.reg, self.reg_params = retain_regularizer(cfg)
+        self.spec, self.params = forget_objective(cfg)
+        self.regularizer, self.regularizer_params = retain_regularizer(cfg)
         # What needs neither tokenizer nor model is read first: a bad DeepSpeed JSON or data file fails in a
         # second, before transformers is imported.
         build_ds_config(cfg.engine, self.world)
         self.suite = get_suite(d.suite)
         forget_items, retain_items = (self.suite.training_set(d, role).items for role in ("forget", "retain"))
         micro, self.accum, gb = resolve_batch(cfg.engine, self.world)
-        self.fs = BatchStream(len(forget_items), gb, micro, self.world, seed=cfg.run.seed,
-                              what=f"the forget split '{d.forget_split}'")  # fmt: skip
-        self.rs = BatchStream(len(retain_items), gb, micro, self.world, seed=cfg.run.seed + 1,
-                              what=f"the retain split '{d.retain_split}'")  # fmt: skip
+        self.forget_stream = BatchStream(len(forget_items), gb, micro, self.world, seed=cfg.run.seed,
+                                         what=f"the forget split '{d.forget_split}'")  # fmt: skip
+        self.retain_stream = BatchStream(len(retain_items), gb, micro, self.world, seed=cfg.run.seed + 1,
+                                         what=f"the retain split '{d.retain_split}'")  # fmt: skip
         check_before_remote_code(cfg.model.name_or_path, cfg.model.trust_remote_code)
         self.tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.trust_remote_code)
         evaluates = cfg.eval.at_end or cfg.eval.every_steps
@@ -90,27 +122,44 @@ class UnlearnRun:
         self.pad = pad_id_of(self.tokenizer)
         self.forget = encode_items(self.tokenizer, forget_items, d, split=d.forget_split)
         self.retain = encode_items(self.tokenizer, retain_items, d, split=d.retain_split)
-        self.steps = cfg.engine.max_steps or self.fs.steps_for_epochs(cfg.engine.epochs)
-        self.ue = UnlearnEngine(cfg, cfg.model.name_or_path, self.tokenizer, self.steps)
+        self.steps = cfg.engine.max_steps or self.forget_stream.steps_for_epochs(cfg.engine.epochs)
+        engine = UnlearnEngine(cfg, cfg.model.name_or_path, self.tokenizer, self.steps)
         # theta_o's forget log-probs: the policy before step 0 is the reference (no second model needed).
-        self.ref_f = (
-            precompute_forget_ref(self.ue.module, self.forget, cfg.eval.batch_size, self.pad)
+        self.forget_ref_logp = (
+            precompute_forget_ref(engine.module, self.forget, cfg.eval.batch_size, self.pad)
             if self.spec.needs_reference
             else None
         )
-        self.ref_model = None
-        if self.reg is not None and self.reg.needs_reference:
-            with zero3_init_context(self.ue.ds_config):
-                ref = load_causal_lm(cfg.model.name_or_path, cfg.model.dtype, cfg.model.trust_remote_code)
-            self.ref_model = ReferenceModel(ref, self.ue.ds_config, self.ue.zero3)
-        self.gru = GRU(cfg.geometry.gru_ema) if cfg.geometry.gru else None
+        self.ref_model = self._reference_model(engine)
+        gru = GRU(cfg.geometry.gru_ema) if cfg.geometry.gru else None
         if cfg.eval.at_end or cfg.eval.every_steps:
             self._check_eval_splits()
         # UIPE: this rank's fp32 fragments of theta_o, and which model they came from.
-        self.orig = snapshot_fragments(self.ue.engine, self.ue.named)
-        self.original_hash = dist.broadcast_object(
-            model_hash(local_model_dir(cfg.model.name_or_path)) if dist.is_main() else None
+        self.state = RunState(
+            engine=engine,
+            gru=gru,
+            original_fragments=snapshot_fragments(engine.deepspeed, engine.named),
+            original_hash=dist.broadcast_object(
+                model_hash(local_model_dir(cfg.model.name_or_path)) if dist.is_main() else None
+            ),
         )
+
+    @property
+    def engine(self) -> UnlearnEngine:
+        return self.state.engine
+
+    @property
+    def gru(self) -> GRU | None:
+        return self.state.gru
+
+    def _reference_model(self, engine: UnlearnEngine) -> ReferenceModel | None:
+        """A frozen theta_o for on-the-fly logits, when the retain term needs one (KL)."""
+        if self.regularizer is None or not self.regularizer.needs_reference:
+            return None
+        cfg = self.cfg
+        with zero3_init_context(engine.ds_config):
+            ref = load_causal_lm(cfg.model.name_or_path, cfg.model.dtype, cfg.model.trust_remote_code)
+        return ReferenceModel(ref, engine.ds_config, engine.zero3)
 
     def _check_eval_splits(self) -> None:
         """Load and encode the suite's eval sets now: a missing split or an over-long item must fail before
@@ -118,80 +167,100 @@ class UnlearnRun:
         self.suite.check_eval_inputs(self.tokenizer, self.cfg.data, self.cfg.eval)
 
     def _micro(self, encoded, stream: BatchStream, step: int, with_ref: bool) -> list[MicroBatch]:
-        out = []
-        for k in range(self.accum):
-            idx = stream.micro_indices(step, k, self.rank)
-            b = {key: v.to(self.ue.device) for key, v in pad_batch([encoded[i] for i in idx], self.pad).items()}
-            ref = ref_batch(self.ref_f, idx, b["input_ids"].shape[1] - 1, self.ue.device) if with_ref else None
-            out.append(MicroBatch(idx, b["input_ids"], b["attention_mask"], b["labels"], ref))
-        return out
+        """This rank's `accum` micro-batches of step `step` from `stream` (with theta_o's log-probs if asked)."""
+        ref = self.forget_ref_logp if with_ref else None
+        return [
+            MicroBatch.build(encoded, stream.micro_indices(step, k, self.rank), self.pad, self.engine.device, ref)
+            for k in range(self.accum)
+        ]
+
+    def step_batch(self, step: int, plan: StepPlan) -> StepBatch:
+        """The micro-batches and global counts of step `step` (the retain batch only if the plan needs it)."""
+        forget_idx, retain_idx = self.forget_stream.global_indices(step), self.retain_stream.global_indices(step)
+        forget = self._micro(self.forget, self.forget_stream, step, self.spec.needs_reference)
+        retain = self._micro(self.retain, self.retain_stream, step, False) if plan.needs_retain_batches else []
+        return StepBatch(
+            forget=forget,
+            retain=retain,
+            forget_units=global_count(self.forget, forget_idx, self.spec.unit),
+            forget_tokens=global_count(self.forget, forget_idx, "token"),
+            retain_tokens=global_count(self.retain, retain_idx, "token"),
+        )
 
     def step(self, step: int) -> dict:
-        o = self.cfg.objective
+        """Optimizer step `step` (0-based): back-propagate what the step's plan says, step the optimizer, check
+        the losses are finite; returns the step's record for events.jsonl."""
         t0 = time.perf_counter()
-        f_idx, r_idx = self.fs.global_indices(step), self.rs.global_indices(step)
-        geffect = self._geffect(step)
-        geometry = self.gru is not None or geffect  # gradients read one by one as shards this step
-        fb = self._micro(self.forget, self.fs, step, self.spec.needs_reference)
-        rb = self._micro(self.retain, self.rs, step, False) if (self.reg or geometry) else []
-        f_count = global_count(self.forget, f_idx, self.spec.unit)
-        f_tokens = global_count(self.forget, f_idx, "token")
-        r_tokens = global_count(self.retain, r_idx, "token")
-        ref_logits = self.ref_model.logits if self.ref_model is not None else None
-        # Fast path: gamma and lambda go into the losses; geometry path: unscaled gradients, combined on shards.
-        coef_f, coef_r = (1.0, 1.0) if geometry else (o.gamma, o.lambda_)
-        obj = objective_loss(self.spec, self.params, coef_f, f_count)
-        reg = None
-        if self.reg:
+        plan = StepPlan.for_step(step, self.cfg, self.spec, self.regularizer)
+        batch = self.step_batch(step, plan)
+        coef_forget, coef_retain = plan.loss_coefs
+        objective = objective_loss(self.spec, self.params, coef_forget, batch.forget_units)
+        regularizer = None
+        if self.regularizer:
+            ref_logits = self.ref_model.logits if self.ref_model is not None else None
             n_micro = self.accum * self.world
-            reg = regularizer_loss(self.reg, self.reg_params, coef_r, r_tokens, ref_logits, n_micro)
+            regularizer = regularizer_loss(
+                self.regularizer, self.regularizer_params, coef_retain, batch.retain_tokens, ref_logits, n_micro
+            )
         rec: dict = {}
-        if not geometry:
-            stats = self.ue.accumulate([(fb, obj)] + ([(rb, reg)] if reg is not None else []))
-            # The stats are the unscaled loss sums (gamma / lambda only scale what is back-propagated).
-            f_sum, f_metrics = reduce_stats(stats[0])
-            r_sum = reduce_stats(stats[1])[0] if reg is not None else 0.0
+        if plan.sharded:
+            sums = self._backward_sharded(plan, batch, objective, regularizer, rec)
         else:
-            g_obj, st = self.ue.grad_of(fb, obj)  # grad L_u (no gamma)
-            f_sum, f_metrics = reduce_stats(st)
-            g_reg, r_sum = None, 0.0
-            if reg is not None:
-                g_reg, st = self.ue.grad_of(rb, reg)
-                r_sum = reduce_stats(st)[0]
-            g_rnll = g_reg if (self.reg is not None and self.reg.name == "nll") else None
-            if g_rnll is None:
-                g_rnll, _ = self.ue.grad_of(rb, nll_loss(1.0, r_tokens))
-            if geffect:
-                if self.spec.risk_is_negative_loss:  # grad R(D_f) = -grad L_u(D_f): reuse, no third backward
-                    g_risk_f = g_obj.clone().scale_(-1.0)
-                else:
-                    g_risk_f, _ = self.ue.grad_of(fb, nll_loss(1.0, f_tokens))
-                rec.update(g_effect(g_obj, g_risk_f, g_rnll).as_dict())
-            g = g_obj.scale_(o.gamma)
-            if self.gru is not None:
-                info = self.gru.project(g, g_rnll)
-                rec.update(gru_dot=info.dot, gru_cos=info.cosine, gru_projected=info.projected, gru_coef=info.coef)
-            if g_reg is not None:
-                g.axpy(o.lambda_, g_reg)
-            self.ue.set_grad(g)
-        self.ue.step()
-        sums = dist.all_reduce_sum(torch.tensor([f_sum, r_sum], dtype=torch.float64))
-        loss_f = float(sums[0]) / max(f_count, 1.0)
-        loss_r = float(sums[1]) / max(r_tokens, 1.0) if self.reg is not None else None
+            sums = self._backward_combined(batch, objective, regularizer)
+        self.engine.step()
+        totals = dist.all_reduce_sum(torch.tensor([sums.forget, sums.retain], dtype=torch.float64))
+        loss_f = float(totals[0]) / max(batch.forget_units, 1.0)
+        loss_r = float(totals[1]) / max(batch.retain_tokens, 1.0) if self.regularizer is not None else None
         for name, v in (("loss_forget", loss_f), ("loss_retain", loss_r)):
             if v is not None and not math.isfinite(v):
                 raise DivergedError(f"{name} is {v} at step {step + 1}")
         dt = time.perf_counter() - t0
-        n_tok = f_tokens + (r_tokens if rb else 0)
-        rec.update(step=step + 1, loss_forget=loss_f, lr=self.ue.lr(), tokens_per_s=n_tok / dt, step_seconds=dt)
+        n_tok = batch.forget_tokens + (batch.retain_tokens if batch.retain else 0)
+        rec.update(step=step + 1, loss_forget=loss_f, lr=self.engine.lr(), tokens_per_s=n_tok / dt, step_seconds=dt)
         if loss_r is not None:
             rec["loss_retain"] = loss_r
-        rec.update({f"obj_{k}": v for k, v in f_metrics.items()})
+        rec.update({f"obj_{k}": v for k, v in sums.forget_metrics.items()})
         return rec
 
-    def _geffect(self, step: int) -> bool:
-        every = self.cfg.geometry.geffect_every
-        return every > 0 and step % every == 0
+    def _backward_combined(self, batch: StepBatch, objective: LossFn, regularizer: LossFn | None) -> LossSums:
+        """gamma L_f (+ lambda L_reg) into the same gradient buffers: one reduction, nothing read."""
+        parts = [(batch.forget, objective)] + ([(batch.retain, regularizer)] if regularizer is not None else [])
+        stats = self.engine.accumulate(parts)
+        # The stats are the unscaled loss sums (gamma / lambda only scale what is back-propagated).
+        forget_sum, forget_metrics = reduce_stats(stats[0])
+        retain_sum = reduce_stats(stats[1])[0] if regularizer is not None else 0.0
+        return LossSums(forget_sum, retain_sum, forget_metrics)
+
+    def _backward_sharded(
+        self, plan: StepPlan, batch: StepBatch, objective: LossFn, regularizer: LossFn | None, rec: dict
+    ) -> LossSums:
+        """Each needed gradient read as this rank's shard (unscaled); the G-effect and GRU act on the shards,
+        and g = GRU(gamma grad L_f) + lambda grad L_reg is written back for the optimizer. Adds the G-effect's
+        and GRU's values to `rec`."""
+        grad_objective, stats = self.engine.grad_of(batch.forget, objective)  # grad L_u (no gamma)
+        forget_sum, forget_metrics = reduce_stats(stats)
+        grad_regularizer, retain_sum = None, 0.0
+        if regularizer is not None:
+            grad_regularizer, stats = self.engine.grad_of(batch.retain, regularizer)
+            retain_sum = reduce_stats(stats)[0]
+        if plan.retain_nll_is_regularizer:
+            grad_retain_nll = grad_regularizer
+        else:
+            grad_retain_nll, _ = self.engine.grad_of(batch.retain, nll_loss(1.0, batch.retain_tokens))
+        if plan.geffect:
+            if plan.risk_is_negative_loss:  # grad R(D_f) = -grad L_u(D_f): reuse, no third backward
+                grad_forget_risk = grad_objective.clone().scale_(-1.0)
+            else:
+                grad_forget_risk, _ = self.engine.grad_of(batch.forget, nll_loss(1.0, batch.forget_tokens))
+            rec.update(g_effect(grad_objective, grad_forget_risk, grad_retain_nll).as_dict())
+        grad = grad_objective.scale_(plan.gamma)
+        if plan.gru:
+            info = self.gru.project(grad, grad_retain_nll)
+            rec.update(gru_dot=info.dot, gru_cos=info.cosine, gru_projected=info.projected, gru_coef=info.coef)
+        if grad_regularizer is not None:
+            grad.axpy(plan.lambda_, grad_regularizer)
+        self.engine.set_grad(grad)
+        return LossSums(forget_sum, retain_sum, forget_metrics)
 
 
 def _save_final_delta(run: UnlearnRun, out) -> None:
@@ -201,7 +270,7 @@ def _save_final_delta(run: UnlearnRun, out) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     dist.barrier()
-    save_delta_shard(run.ue.engine, run.ue.named, run.orig, tmp, run.original_hash)
+    save_delta_shard(run.engine.deepspeed, run.engine.named, run.state.original_fragments, tmp, run.state.original_hash)
     dist.barrier()
     write_manifest(tmp)  # checksums, verified by every reader (extrapolate, geffect)
     if dist.is_main():
@@ -214,7 +283,7 @@ def evaluate_now(run: UnlearnRun, out, step: int, events: EventLog, final: bool)
     """The suite's evaluation of the current weights on all ranks; logged; files written for the final one."""
     cfg, suite = run.cfg, run.suite
     t0 = time.time()
-    log = suite.evaluate(run.ue.module, run.tokenizer, cfg.data, cfg.eval)
+    log = suite.evaluate(run.engine.module, run.tokenizer, cfg.data, cfg.eval)
     retain_log = run.retain_log  # read and checked before training (UnlearnRun.__init__)
     if final:
         summary = suite.write_eval(out, log, retain_log)
@@ -231,12 +300,12 @@ def run_unlearn(cfg: RunConfig, resume: bool = False) -> dict:
     dist.init_distributed()
     check_output_dir(cfg, "unlearn", resume=resume)
     # --resume: LATEST, checksums, pickle scan and every rank's state, before any model is loaded
-    state = check_resume_state(Path(cfg.run.output_dir)) if resume else None
+    checked = check_resume_state(Path(cfg.run.output_dir)) if resume else None
     check_tracking(cfg)  # wandb importable and online/offline decided (bounded probe) before the run dir
     t0 = time.time()
     run = UnlearnRun(cfg)  # data, tokenizer, model, engine: any bad input fails here, before anything is written
     # --resume: the checkpoint is read (through the safe loader) before the directory is touched
-    start = load_checkpoint(run, Path(cfg.run.output_dir), state) if resume else 0
+    start = load_checkpoint(run.state, Path(cfg.run.output_dir), checked) if resume else 0
     out = prepare_output_dir(cfg, "unlearn", resume=resume)
     try:  # the run directory is locked from here until the run ends, however it ends
         return _run_locked(run, cfg, out, t0, resume, start)
@@ -248,7 +317,7 @@ def _run_locked(run: UnlearnRun, cfg: RunConfig, out, t0: float, resume: bool, s
     events = EventLog(out / "events.jsonl", cfg, job="unlearn")
     events.log("resume" if resume else "start", objective=cfg.objective.name, gru=cfg.geometry.gru,
                steps=run.steps, from_step=start, world=run.world,
-               zero_stage=run.ue.engine.zero_optimization_stage())  # fmt: skip
+               zero_stage=run.engine.deepspeed.zero_optimization_stage())  # fmt: skip
     bar = tqdm(range(start, run.steps), desc=f"unlearn {cfg.objective.name}", disable=not dist.is_main(),
                dynamic_ncols=True, initial=start, total=run.steps)  # fmt: skip
     last: dict = {}
@@ -285,7 +354,7 @@ def _loop(run: UnlearnRun, cfg: RunConfig, out, events: EventLog, bar, last: dic
             evaluate_now(run, out, step + 1, events, final=False)
         every = cfg.run.save_every
         if every and (step + 1) % every == 0 and step + 1 < run.steps:
-            save_checkpoint(run, out, step + 1)
+            save_checkpoint(run.state, out, step + 1)
             events.log("checkpoint", step=step + 1)
 
 
@@ -296,7 +365,7 @@ def _finish(run: UnlearnRun, cfg: RunConfig, out, events: EventLog, t0: float, l
     if dist.is_main() and (out / "model").is_dir():
         shutil.rmtree(out / "model")
     dist.barrier()
-    save_hf_model(run.ue.module, out / "model", tokenizer=run.tokenizer)
+    save_hf_model(run.engine.module, out / "model", tokenizer=run.tokenizer)
     _save_final_delta(run, out)
     summary = evaluate_now(run, out, run.steps, events, final=True) if cfg.eval.at_end else {}
     if cfg.tracking.log_model:

@@ -75,11 +75,11 @@ def _worker(runs: dict) -> dict:
         run = UnlearnRun(load_config("tiny_npo", overrides))
         records = [run.step(i) for i in range(run.steps)]
         frags = {}
-        for n, p in run.ue.named:
-            f = get_local_param_fragment(run.ue.engine, p)
+        for n, p in run.engine.named:
+            f = get_local_param_fragment(run.engine.deepspeed, p)
             if f is not None:
                 frags[n] = (f[1], f[0].detach().double().clone())
-        out[name] = {"frags": frags, "optimizer": type(run.ue.engine.optimizer).__name__, "records": records}
+        out[name] = {"frags": frags, "optimizer": type(run.engine.deepspeed.optimizer).__name__, "records": records}
     return out
 
 

@@ -39,7 +39,7 @@ def _overrides(model: str, z3: str, stage: str, out: Path) -> list[str]:
 def _masters(run) -> dict:
     from dsunlearn.engine.delta import snapshot_fragments
 
-    return {n: t for n, (t, _) in snapshot_fragments(run.ue.engine, run.ue.named).items()}
+    return {n: t for n, (t, _) in snapshot_fragments(run.engine.deepspeed, run.engine.named).items()}
 
 
 def _worker(model: str, z3: str, base: str) -> dict:
@@ -54,15 +54,15 @@ def _worker(model: str, z3: str, base: str) -> dict:
         cfg = load_config("tiny_npo", _overrides(model, z3, stage, root))
         run = UnlearnRun(cfg)
         run.step(0)
-        save_checkpoint(run, root, 1)
+        save_checkpoint(run.state, root, 1)
         run.step(1)
-        save_checkpoint(run, root, 2)
+        save_checkpoint(run.state, root, 2)
         res["saved"] = {"masters": _masters(run), "ema": run.gru.state_dict()["ema"], "rng": torch.get_rng_state()}
         res["step3"] = {"rec": run.step(2), "masters": _masters(run)}
         del run
         fresh = UnlearnRun(cfg)
         try:
-            res["loaded_step"] = load_checkpoint(fresh, root)
+            res["loaded_step"] = load_checkpoint(fresh.state, root)
         except Exception as e:  # noqa: BLE001  (reported to the test, which fails with it)
             res["load_error"] = f"{type(e).__name__}: {e}"
             continue
@@ -72,7 +72,7 @@ def _worker(model: str, z3: str, base: str) -> dict:
             "rng": torch.get_rng_state(),
         }
         res["resumed_step3"] = {"rec": fresh.step(2), "masters": _masters(fresh)}
-        save_checkpoint(fresh, root, 3)
+        save_checkpoint(fresh.state, root, 3)
         ck = root / "checkpoints"
         res["layout"] = {"latest": latest_tag(root), "entries": sorted(p.name for p in ck.iterdir())}
     return out

@@ -16,11 +16,12 @@ def test_two_processes_match_one(tmp_path_factory, tmp_path):
     assert one["world_size"] == 1 and two["world_size"] == 2
     assert two["steps"] == one["steps"] == [0, 2, 4] and two["groups"] == one["groups"]
     for a, b in zip(one["checkpoints"], two["checkpoints"], strict=True):
-        for key in ("e_u", "e_r", "cos_u", "cos_r", "grad_norm_objective", "risk_forget", "risk_retain"):
+        for key in ("geffect_u", "geffect_r", "geffect_cos_u", "geffect_cos_r", "grad_norm_objective", "risk_forget",
+                    "risk_retain"):  # fmt: skip
             assert close(a[key], b[key], 1e-5), (a["step"], key, a[key], b[key])
-        for key in ("e_u_groups", "e_r_groups"):
+        for key in ("geffect_u_groups", "geffect_r_groups"):
             for x, y in zip(a[key], b[key], strict=True):
-                assert abs(x - y) <= 1e-5 * max(abs(a["e_u"]), abs(a["e_r"])), (a["step"], key, x, y)
+                assert abs(x - y) <= 1e-5 * max(abs(a["geffect_u"]), abs(a["geffect_r"])), (a["step"], key, x, y)
         for p, q in zip(a["per_instance"], b["per_instance"], strict=True):
-            assert close(p["e_u"], q["e_u"], 1e-5), (a["step"], p, q)
+            assert close(p["geffect_u"], q["geffect_u"], 1e-5), (a["step"], p, q)
     assert (tmp_path / "two.png").is_file()

@@ -114,11 +114,11 @@ def _worker(runs: dict) -> dict:
         finally:
             UnlearnEngine.set_grad = original
         # collective at every stage (all ranks, same order)
-        params = {n: safe_get_full_fp32_param(p).detach().cpu().double().clone() for n, p in run.ue.named}
+        params = {n: safe_get_full_fp32_param(p).detach().cpu().double().clone() for n, p in run.engine.named}
         out[name] = {
             "records": records,
             "params": params if dist.is_main() else None,
-            "stage": run.ue.engine.zero_optimization_stage(),
+            "stage": run.engine.deepspeed.zero_optimization_stage(),
             "world": run.world,
             "accum": run.accum,
             "seconds": time.perf_counter() - t0,

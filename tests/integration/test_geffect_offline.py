@@ -156,10 +156,11 @@ def test_states_groups_and_png(npo_run):
     assert res["groups"] == ["embed", "layers.0", "layers.1", "norm"]  # tied head: counted once, in embed
     assert res["probe"]["n_forget"] == res["probe"]["n_retain"] == PROBE
     for r in res["checkpoints"]:
-        assert len(r["e_u_groups"]) == len(r["e_r_groups"]) == len(res["groups"])
-        assert close(sum(r["e_u_groups"]), r["e_u"], 1e-12) and close(sum(r["e_r_groups"]), r["e_r"], 1e-12)
-        assert r["e_u"] < 0  # NPO lowers the forget likelihood
-        assert -1.0 <= r["cos_u"] <= 1.0 and -1.0 <= r["cos_r"] <= 1.0
+        assert len(r["geffect_u_groups"]) == len(r["geffect_r_groups"]) == len(res["groups"])
+        assert close(sum(r["geffect_u_groups"]), r["geffect_u"], 1e-12)
+        assert close(sum(r["geffect_r_groups"]), r["geffect_r"], 1e-12)
+        assert r["geffect_u"] < 0  # NPO lowers the forget likelihood
+        assert -1.0 <= r["geffect_cos_u"] <= 1.0 and -1.0 <= r["geffect_cos_r"] <= 1.0
         assert [p["index"] for p in r["per_instance"]] == list(range(PER_INSTANCE))
     # Unlearning moves the weights: the forget risk on the probe rises step after step.
     risks = [r["risk_forget"] for r in res["checkpoints"]]
@@ -174,13 +175,13 @@ def test_step0_matches_float64_reference(npo_run):
     s0 = npo_run["result"]["checkpoints"][0]
     groups = npo_run["result"]["groups"]
     assert sorted(groups) == sorted(ref["e_u"])
-    for name, key in (("e_u", "e_u_groups"), ("e_r", "e_r_groups")):
-        assert close(s0[name], sum(ref[name].values()), 1e-5), (name, s0[name], sum(ref[name].values()))
-        for g, v in zip(groups, s0[key], strict=True):
+    for name, key in (("e_u", "geffect_u"), ("e_r", "geffect_r")):
+        assert close(s0[key], sum(ref[name].values()), 1e-5), (name, s0[key], sum(ref[name].values()))
+        for g, v in zip(groups, s0[f"{key}_groups"], strict=True):
             assert close(v, ref[name][g], 1e-5), (name, g, v, ref[name][g])
     assert close(s0["grad_norm_objective"], ref["norm_u"], 1e-5)
     for got, want in zip(s0["per_instance"], ref["per_instance"], strict=True):
-        assert close(got["e_u"], want, 1e-5), (got, want)
+        assert close(got["geffect_u"], want, 1e-5), (got, want)
 
 
 @pytest.mark.slow
@@ -201,10 +202,10 @@ def test_ga_unlearning_geffect_is_minus_squared_norm(npo_run, tmp_path):
     res = geffect_cli(run, run / "geffect" / "geffect.json")
     assert res["objective"] == "ga" and res["steps"] == [0, 2, 4]
     for r in res["checkpoints"]:
-        assert r["e_u"] < 0 and close(r["e_u"], -(r["grad_norm_objective"] ** 2), 1e-6)
-        assert close(r["cos_u"], -1.0, 1e-6)
+        assert r["geffect_u"] < 0 and close(r["geffect_u"], -(r["grad_norm_objective"] ** 2), 1e-6)
+        assert close(r["geffect_cos_u"], -1.0, 1e-6)
         for p in r["per_instance"]:
-            assert p["e_u"] < 0 and close(p["e_u"], -(p["grad_norm_objective"] ** 2), 1e-6)
+            assert p["geffect_u"] < 0 and close(p["geffect_u"], -(p["grad_norm_objective"] ** 2), 1e-6)
     assert (run / "geffect" / "geffect.png").is_file()
 
 

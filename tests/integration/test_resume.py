@@ -25,7 +25,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dsunlearn.engine.checkpoint import _load_extra
+from dsunlearn.engine.checkpoint import RankState
 from dsunlearn.engine.delta import read_delta_meta
 from dsunlearn.manifest import verify_manifest
 from helpers.conftest_model import SMALL_DATA, bits, cli_env, load_weights, run_cli, tiny_model  # noqa: F401
@@ -135,8 +135,8 @@ def test_previous_checkpoint_is_complete_and_loadable(lineages):
     assert {"zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"} <= names
     verify_manifest(d, collective=False)  # every file as written (sizes and sha256)
     for r in (0, 1):
-        meta, tensors = _load_extra(d / f"extra_rank{r}.safetensors")
-        assert meta["step"] == 2 and meta["world_size"] == 2 and "gru_ema" in tensors
+        rank_state = RankState.read(d / f"extra_rank{r}.safetensors")
+        assert rank_state.step == 2 and rank_state.world_size == 2 and rank_state.gru_ema is not None
     assert [m["rank"] for m in read_delta_meta(d / "delta")] == [0, 1]
 
 
