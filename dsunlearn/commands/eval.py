@@ -86,13 +86,14 @@ def _from_model(args) -> int:
     from dsunlearn.config_io import load_config
     from dsunlearn.errors import RunError
     from dsunlearn.models.load import check_model_dir, model_positions
+    from dsunlearn.run_layout import RunDir
     from dsunlearn.suites.tofu.retain_check import check_retain_log
 
     model_dir = check_model_dir(args.model)  # a wrong path fails before anything heavy is imported
     cfg = load_config(args.config, list(args.overrides or []))
     check_model_dir(model_dir, cfg.model.trust_remote_code)  # remote code needs model.trust_remote_code
     out = Path(args.output_dir) if args.output_dir else model_dir.resolve().parent
-    eval_dir = out / "eval"
+    eval_dir = RunDir(out).eval
     _check_eval_output(eval_dir, model_dir, cfg, args)
     if eval_dir.exists() and (not eval_dir.is_dir() or any(eval_dir.iterdir())) and not args.overwrite:
         raise RunError(f"'{eval_dir}' already exists; pass --overwrite to replace it or choose another --output-dir")

@@ -32,11 +32,12 @@ from dsunlearn.data import prompt_format as pf
 from dsunlearn.data.collate import encode_qa, pad_id_of
 from dsunlearn.eval.generate import greedy_generate
 from dsunlearn.eval.nll import answer_nll_sums, is_partitioned
+from dsunlearn.run_layout import EVAL
 from dsunlearn.suites.tofu import log as tofu_log
 from dsunlearn.suites.tofu import metrics
 from dsunlearn.suites.tofu.data import eval_split_name, load_split
 
-EVAL_DIR = "eval"
+EVAL_DIR = EVAL  # <dir>/eval: the run layout's name (run_layout.py)
 SUMMARY_FILE = "summary.json"
 
 # Evaluation role (data.tofu.EVAL_SPLITS) -> TOFU log key, in the order TOFU's published logs list them
