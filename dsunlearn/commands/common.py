@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,3 +27,14 @@ def load_run_config(args):
     from dsunlearn.config_io import load_config
 
     return load_config(args.config, overrides_of(args))
+
+
+def refuse_early(cfg, command: str, resume: bool) -> None:
+    """On one process (no launcher), refuse what `rundir.check_output_dir` refuses (the batch arithmetic, the
+    output dir, a --resume that cannot continue) before torch and DeepSpeed are imported: a refused command
+    then answers in about a second instead of five. The recipe makes the same check again under its process
+    group, with the same answer; under a launcher the ranks decide together there (rank 0 decides)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        from dsunlearn.rundir import check_output_dir
+
+        check_output_dir(cfg, command, resume=resume)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dsunlearn.commands.common import add_run_arguments, load_run_config
+from dsunlearn.commands.common import add_run_arguments, load_run_config, refuse_early
 
 NAME = "finetune"
 HELP = "train the target (full) and retain models, TOFU-style"
@@ -13,10 +13,12 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    cfg = load_run_config(args)
+    refuse_early(cfg, NAME, args.resume)
     from dsunlearn import dist
-    from dsunlearn.recipes.finetune import run_finetune
+    from dsunlearn.recipes.finetune import run_finetune  # torch, DeepSpeed, transformers: after the cheap checks
 
-    summary = run_finetune(load_run_config(args), resume=args.resume)
+    summary = run_finetune(cfg, resume=args.resume)
     if dist.is_main():
         for name, row in summary["models"].items():
             if "prob_after" in row:

@@ -77,12 +77,14 @@ QUICK = ["data.synthetic.n_authors=12", "data.synthetic.n_world_facts=8", "data.
 
 
 def run_demo(out: Path, overwrite: bool = False, quick: bool = False) -> DemoResult:
-
-    dist.init_distributed()
-    world = dist.world_size()
+    # Under a launcher rank 0 decides for all (a process group is needed first); one process decides alone,
+    # before torch and DeepSpeed are imported, so a refused demo answers in a second.
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_distributed()
     _claim_demo_dir(out, overwrite)
     try:
-        return _run_demo(out, quick, world)
+        dist.init_distributed()
+        return _run_demo(out, quick, dist.world_size())
     finally:
         release_output_dir(out)
 
