@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dsunlearn.commands.common import add_run_arguments, load_run_config, refuse_early
+from dsunlearn.commands.common import add_run_arguments, load_run_config
 
 NAME = "unlearn"
 HELP = "unlearn the forget set from model.name_or_path (objective, regulariser, GRU, G-effect)"
@@ -13,10 +13,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    cfg = load_run_config(args)
-    refuse_early(cfg, NAME, args.resume)
+    cfg = load_run_config(args, NAME)  # refuses what it can before the recipe's heavy imports
     from dsunlearn import dist
-    from dsunlearn.recipes.unlearn import run_unlearn  # torch, DeepSpeed, transformers: after the cheap checks
+    from dsunlearn.recipes.unlearn import run_unlearn
 
     summary = run_unlearn(cfg, resume=args.resume)
     if dist.is_main():
