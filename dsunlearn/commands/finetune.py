@@ -8,12 +8,11 @@ NAME = "finetune"
 HELP = "train the target (full) and retain models, TOFU-style"
 
 
-def add_arguments(p) -> None:
-    add_run_arguments(p)
+add_arguments = add_run_arguments  # --config, key=value overrides, --output-dir, --overwrite, --resume
 
 
 def run(args) -> int:
-    cfg = load_run_config(args, NAME)  # refuses what it can before the recipe's heavy imports
+    cfg = load_run_config(args, NAME)  # the cheap refusals first (common.py), then the heavy imports
     from dsunlearn import dist
     from dsunlearn.recipes.finetune import run_finetune
 
