@@ -108,9 +108,10 @@ def storage_message(e: BaseException) -> str | None:
 
 def _shutdown_process_group() -> None:
     """Tear the process group down on the way out (NCCL warns, and may hang at exit, otherwise)."""
-    import torch.distributed as tdist
+    from dsunlearn.dist import active_group
 
-    if tdist.is_available() and tdist.is_initialized():
+    tdist = active_group()  # None without torch imported: a refused command never pays for it here
+    if tdist is not None:
         try:
             tdist.destroy_process_group()
         except Exception:  # exiting anyway; never mask the real outcome

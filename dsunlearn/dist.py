@@ -1,18 +1,19 @@
-"""Process-group set-up and the few collectives the library needs.
+"""The process group as the library sees it: rank, world size, the device, and the few collectives it needs.
 
-Import this module before `deepspeed` anywhere in the package: it selects DeepSpeed's CPU accelerator when
-no GPU is present (DS_ACCELERATOR must be set before DeepSpeed is imported).
+Importing this module imports neither torch nor DeepSpeed: until `init_distributed` (DeepSpeed's part lives in
+`engine/process_group.py`) a process is rank 0 of a world of one, and the collectives are no-ops, so the
+commands can refuse bad input before paying for the heavy imports.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
+from typing import TYPE_CHECKING
 
-import torch
-
-if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
-    os.environ["DS_ACCELERATOR"] = "cpu"
+if TYPE_CHECKING:
+    import torch
 
 
 def free_port() -> int:
@@ -23,54 +24,36 @@ def free_port() -> int:
 
 
 def on_cpu() -> bool:
+    """Whether DeepSpeed runs on its CPU accelerator (DS_ACCELERATOR=cpu, set when no GPU is present)."""
+    from dsunlearn.engine.process_group import select_accelerator
+
+    select_accelerator()
     return os.environ.get("DS_ACCELERATOR") == "cpu"
 
 
 def init_distributed() -> None:
-    """Initialise torch.distributed through DeepSpeed, idempotently.
+    """Initialise torch.distributed (through DeepSpeed: `engine/process_group.py`), idempotently; a bare
+    `python` process becomes a world of one."""
+    from dsunlearn.engine.process_group import init_process_group
 
-    Works under the `deepspeed` launcher, `torchrun`, `torch.multiprocessing.spawn` (tests set the env) and a
-    bare `python` process (a world of one on a free local port). On CPU the backend is gloo and DeepSpeed's
-    shared-memory comm op is disabled: it is JIT-compiled with the system compiler on first use (about 50 s)
-    and only speeds up intra-node all-reduce, which these CPU runs do not need.
-    """
-    import torch.distributed as dist
+    init_process_group()
 
-    if dist.is_available() and dist.is_initialized():
-        return
-    os.environ.setdefault("RANK", "0")
-    os.environ.setdefault("LOCAL_RANK", "0")
-    os.environ.setdefault("WORLD_SIZE", "1")
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(free_port()))
-    import deepspeed
 
-    if on_cpu():
-        import deepspeed.ops
-
-        # Several ranks on one machine: split the cores instead of oversubscribing them (the launchers do not
-        # set OMP_NUM_THREADS; oversubscribed CPU ranks run much slower).
-        if "OMP_NUM_THREADS" not in os.environ:
-            local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local)))
-
-        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-        deepspeed.init_distributed(dist_backend="gloo")
-    else:
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-        deepspeed.init_distributed(dist_backend="nccl")
+def active_group():
+    """torch.distributed while a process group is up, else None. Never imports torch: a process that has not
+    imported it has no process group, and the refusals that run before the heavy imports stay quick."""
+    tdist = sys.modules.get("torch.distributed")
+    return tdist if tdist is not None and tdist.is_available() and tdist.is_initialized() else None
 
 
 def rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    g = active_group()
+    return g.get_rank() if g is not None else 0
 
 
 def world_size() -> int:
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    g = active_group()
+    return g.get_world_size() if g is not None else 1
 
 
 def is_main() -> bool:
@@ -78,14 +61,15 @@ def is_main() -> bool:
 
 
 def barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
+    g = active_group()
+    if g is not None and g.get_world_size() > 1:
+        g.barrier()
 
 
 def device() -> torch.device:
     """The device this rank computes on: its local GPU, or the CPU."""
+    import torch
+
     if on_cpu() or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -96,35 +80,32 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 
     On NCCL the tensor must live on the GPU; callers pass float64 partial sums and get them back in place.
     """
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    g = active_group()
+    if g is not None and g.get_world_size() > 1:
         if not on_cpu() and t.device.type == "cpu":
             moved = t.to(device())
-            dist.all_reduce(moved)
+            g.all_reduce(moved)
             t.copy_(moved.cpu())
         else:
-            dist.all_reduce(t)
+            g.all_reduce(t)
     return t
 
 
 def broadcast_object(obj, src: int = 0):
     """Send a picklable object from `src` to every rank (used for run ids, resolved paths)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+    g = active_group()
+    if g is None or g.get_world_size() == 1:
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=src)
+    g.broadcast_object_list(box, src=src)
     return box[0]
 
 
 def all_gather_object(obj) -> list:
     """Every rank's object, in rank order."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+    g = active_group()
+    if g is None or g.get_world_size() == 1:
         return [obj]
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
+    out = [None] * g.get_world_size()
+    g.all_gather_object(out, obj)
     return out

@@ -29,23 +29,17 @@ from pathlib import Path
 import yaml
 
 from dsunlearn import __version__, dist
+from dsunlearn import run_layout as layout
 from dsunlearn.config import DEFAULT_SUITE, RunConfig
 from dsunlearn.config_io import config_hash, config_to_dict, dump_config
 from dsunlearn.errors import RunError
 from dsunlearn.fsutil import atomic_write_json
 from dsunlearn.path_guard import check_outputs, check_writable, local_inputs
+from dsunlearn.run_layout import OWNED, RUN_MARKER, RunDir
 from dsunlearn.runlock import LOCK_FILE, RunLock, lock_problem
 
-RUN_MARKER = "run.json"
 SCHEMA = "dsunlearn-run/1"
 TRAIN_COMMANDS = ("finetune", "unlearn")
-_COMMON = {RUN_MARKER, LOCK_FILE, "config.yaml", "events.jsonl", "wandb"}
-# The top-level entries each kind of run writes; --overwrite removes these and nothing else.
-OWNED = {
-    "unlearn": _COMMON | {"checkpoints", "model", "delta", "eval", "uipe", "geffect", "plots"},
-    "finetune": _COMMON | {"base", "full", "retain", "finetune.json"},
-    "demo": _COMMON | {"finetune", "runs", "plots", "summary.json", "report.md"},
-}
 _TMP = re.compile(r"\..+\.tmp")  # staging names of dsunlearn's atomic writers (.model.tmp, .x.json.ab12.tmp)
 _HELD: dict[Path, RunLock] = {}
 
@@ -124,8 +118,9 @@ def foreign_entry(out: Path, kind: str) -> str | None:
         if p.name in recorded and (not p.is_file() or sha256_file(p) != recorded[p.name]):
             return f"{p} (changed since dsunlearn wrote it)"
         if p.name in OWNED[kind] or _TMP.fullmatch(p.name):
-            if kind == "demo" and p.name in ("finetune", "runs") and p.is_dir() and not p.is_symlink():
-                children = [p] if p.name == "finetune" else sorted(c for c in p.iterdir())
+            nested = p.name in (layout.DEMO_FINETUNE, layout.DEMO_RUNS)  # a demo's runs: runs themselves
+            if kind == "demo" and nested and p.is_dir() and not p.is_symlink():
+                children = [p] if p.name == layout.DEMO_FINETUNE else sorted(c for c in p.iterdir())
                 for child in children:
                     m = read_marker(child) if child.is_dir() and not child.is_symlink() else None
                     if m is None:
@@ -141,7 +136,7 @@ def foreign_entry(out: Path, kind: str) -> str | None:
 def _config_diff(out: Path, cfg: RunConfig) -> str:
     """'engine.lr: 1e-05 -> 0.001, ...' between the run's saved config.yaml and cfg (up to 3 keys), or ''."""
     try:
-        old = yaml.safe_load((out / "config.yaml").read_text()[: 1 << 20])
+        old = yaml.safe_load(RunDir(out).config.read_text()[: 1 << 20])
     except (OSError, yaml.YAMLError, ValueError):
         return ""
 
@@ -164,8 +159,9 @@ def _short(v, n: int = 40) -> str:
 
 
 def _resume_problem(out: Path, command: str, cfg: RunConfig) -> str | None:
-    from dsunlearn.engine.checkpoint import extra_name, latest_tag, saved_tags
+    from dsunlearn.run_layout import extra_name
 
+    run = RunDir(out)
     info = read_marker(out)
     if info is None:
         why = "missing" if not (out / RUN_MARKER).exists() else "not a marker dsunlearn wrote (damaged or foreign)"
@@ -180,24 +176,24 @@ def _resume_problem(out: Path, command: str, cfg: RunConfig) -> str | None:
     if command != "unlearn":  # finetune resumes by skipping the models already saved
         return None
     try:
-        tag = latest_tag(out)
+        tag = run.latest_tag()
     except RunError as e:
         return f"cannot --resume: {e}"
     if tag is None:
-        tags = saved_tags(out)
+        tags = run.saved_tags()
         if tags:
             return (
                 f"cannot --resume: '{out}/checkpoints/LATEST' is missing although checkpoints {', '.join(tags[-2:])} "
                 f"exist; write the newest one's name into it (echo {tags[-1]} > {out}/checkpoints/LATEST) and "
                 "resume again"
             )
-        why = "its model/ is saved: the run reached its end" if (out / "model").is_dir() else (
+        why = "its model/ is saved: the run reached its end" if run.model.is_dir() else (
             "the run stopped before its first save (run.save_every)")  # fmt: skip
         return (
             f"cannot --resume: '{out}' has no complete checkpoint (checkpoints/LATEST missing; {why}); start it "
             "again with --overwrite or choose another run.output_dir"
         )
-    tag_dir = out / "checkpoints" / tag
+    tag_dir = run.checkpoint(tag)
     if not (tag_dir / extra_name(0)).is_file() and list(tag_dir.glob("extra_rank*.pt")):
         return (
             f"cannot --resume '{out}': its checkpoint {tag} was written by dsunlearn 0.1 (pickled resume state, "
@@ -290,7 +286,7 @@ def check_output_dir(cfg: RunConfig, command: str, resume: bool = False) -> Path
     `prepare_output_dir` once that set-up worked, so a bad input never leaves a half-created run directory.
     """
     if command in TRAIN_COMMANDS:
-        from dsunlearn.engine.ds_setup import resolve_batch
+        from dsunlearn.engine.batch import resolve_batch
 
         resolve_batch(cfg.engine, dist.world_size())
     out = Path(cfg.run.output_dir)
@@ -349,7 +345,7 @@ def prepare_output_dir(cfg: RunConfig, command: str, resume: bool = False) -> Pa
     def create():
         claim(out, command, cfg, overwrite=cfg.run.overwrite, resume=resume)
         if not resume:  # a resumed run keeps the record of how it was started (same identity, checked)
-            dump_config(cfg, out / "config.yaml")
+            dump_config(cfg, RunDir(out).config)
 
     on_main(create)
     return out
@@ -362,10 +358,7 @@ def run_config(run_dir: str | Path, trust_remote_code: bool = False) -> RunConfi
     from dsunlearn.config_io import load_config
     from dsunlearn.errors import DsUnlearnError
 
-    run_dir = Path(run_dir)
-    f = run_dir / "config.yaml"
-    if not f.is_file():
-        raise RunError(f"'{run_dir}' is not a dsunlearn run directory (no config.yaml); pass a run directory")
+    f = RunDir(run_dir).require_config()
     try:
         cfg = load_config(str(f))
     except DsUnlearnError as e:

@@ -22,13 +22,13 @@ def run(args) -> int:
     from dsunlearn.recipes.demo import relaunch, run_demo
 
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return relaunch(args)
+        return relaunch(Path(args.output_dir), args.nproc, overwrite=args.overwrite, quick=args.quick)
     result = run_demo(Path(args.output_dir), overwrite=args.overwrite, quick=args.quick)
     if dist.is_main():
         from dsunlearn.report import results_table
 
         print()
-        print(results_table(result["rows"]))
-        print(f"UIPE: {result['uipe']['reason']}")
-        print(f"demo finished in {result['wall_seconds'] / 60:.1f} min -> {args.output_dir}/report.md")
+        print(results_table(result.rows))
+        print(f"UIPE: {result.uipe.reason}")
+        print(f"demo finished in {result.wall_seconds / 60:.1f} min -> {args.output_dir}/report.md")
     return 0

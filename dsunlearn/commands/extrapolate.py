@@ -24,24 +24,6 @@ def add_arguments(p) -> None:
     p.add_argument("--rho", type=float, default=0.9, help="--sweep: keep alphas with MU >= rho x MU(alpha=0)")
 
 
-def _run_info(run_dir: Path, original: str | None, checkpoint: str | None) -> tuple[Path, Path]:
-    from dsunlearn.engine.checkpoint import checkpoint_dir
-    from dsunlearn.rundir import run_config
-
-    cfg = run_config(run_dir)  # also refuses a missing/damaged config.yaml in one line
-    if checkpoint:
-        delta = checkpoint_dir(run_dir, checkpoint, "--checkpoint") / "delta"
-    else:
-        delta = run_dir / "delta"
-    if not delta.is_dir() or delta.is_symlink():
-        raise RunError(f"'{run_dir}' has no delta shards at '{delta}': it is not a finished dsunlearn unlearn run")
-    if original is None:
-        from dsunlearn.models.load import local_model_dir
-
-        original = str(local_model_dir(cfg.model.name_or_path))
-    return Path(original), delta
-
-
 def _check_rho(rho: float) -> None:
     if not (math.isfinite(rho) and 0.0 <= rho <= 1.0):
         raise RunError(
@@ -51,31 +33,28 @@ def _check_rho(rho: float) -> None:
 
 
 def run(args) -> int:
-    from dsunlearn.path_guard import check_no_links, check_outputs, check_writable
-    from dsunlearn.uipe.extrapolate import extrapolate
+    from dsunlearn.recipes.extrapolate import extrapolate_one, run_delta, sweep_output
 
-    run_dir = Path(args.run)
     if args.sweep is not None:
         _check_rho(args.rho)
-    original, delta = _run_info(run_dir, args.original, args.checkpoint)
-    inputs = {"--original": original, "the run's delta shards": delta}
-    if args.sweep is not None:
-        from dsunlearn.recipes.uipe_sweep import run_sweep, sweep_root
+    src = run_delta(Path(args.run), args.original, args.checkpoint)
+    if args.sweep is None:
+        out = extrapolate_one(src, args.alpha, Path(args.output_dir) if args.output_dir else None)
+        print(f"theta_o + (1 + {args.alpha:g}) * delta -> {out}")
+        return 0
+    if args.output_dir:
+        raise RunError(
+            "--output-dir applies to --alpha; a sweep writes into the run (<run>/uipe, <run>/uipe/<checkpoint> "
+            "with --checkpoint): drop --output-dir, or extrapolate single alphas with --alpha ... --output-dir"
+        )
+    root = sweep_output(src, args.checkpoint)
+    from dsunlearn import dist
+    from dsunlearn.recipes.uipe_sweep import parse_alphas, sweep, sweep_retain_log
 
-        if args.output_dir:
-            raise RunError(
-                "--output-dir applies to --alpha; a sweep writes into the run (<run>/uipe, <run>/uipe/<checkpoint> "
-                "with --checkpoint): drop --output-dir, or extrapolate single alphas with --alpha ... --output-dir"
-            )
-        root = sweep_root(run_dir, args.checkpoint)
-        check_writable(root, "the sweep's output")
-        check_no_links(run_dir, root, "the sweep's output")
-        check_outputs({"the sweep's output": root}, inputs)
-        return run_sweep(args, run_dir, original, delta)
-    out = Path(args.output_dir) if args.output_dir else run_dir / "uipe" / f"alpha_{args.alpha:g}"
-    check_writable(out, "--output-dir")
-    check_no_links(run_dir, out, "--output-dir")
-    check_outputs({"--output-dir": out}, inputs)
-    extrapolate(original, delta, args.alpha, out)
-    print(f"theta_o + (1 + {args.alpha:g}) * delta -> {out}")
+    retain_log = sweep_retain_log(src.run.root, args.retain_log)
+    result = sweep(src.run.root, src.original, src.delta, parse_alphas(args.sweep), retain_log, args.rho,
+                   args.checkpoint)  # fmt: skip
+    if dist.is_main():
+        print(result.table())
+        print(f"selected {result.reason}\n-> {root / 'sweep.md'}, {root / 'sweep.png'}")
     return 0

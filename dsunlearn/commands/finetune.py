@@ -8,15 +8,15 @@ NAME = "finetune"
 HELP = "train the target (full) and retain models, TOFU-style"
 
 
-def add_arguments(p) -> None:
-    add_run_arguments(p)
+add_arguments = add_run_arguments  # --config, key=value overrides, --output-dir, --overwrite, --resume
 
 
 def run(args) -> int:
+    cfg = load_run_config(args, NAME)  # the cheap refusals first (common.py), then the heavy imports
     from dsunlearn import dist
     from dsunlearn.recipes.finetune import run_finetune
 
-    summary = run_finetune(load_run_config(args), resume=args.resume)
+    summary = run_finetune(cfg, resume=args.resume)
     if dist.is_main():
         for name, row in summary["models"].items():
             if "prob_after" in row:

@@ -33,7 +33,7 @@ def run(args) -> int:
     import torch
 
     from dsunlearn import dist
-    from dsunlearn.recipes.geffect import format_table, run_geffect
+    from dsunlearn.recipes.geffect import default_output, format_table, run_geffect
 
     if torch.cuda.is_available() and not dist.on_cpu():
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -41,7 +41,7 @@ def run(args) -> int:
         torch.utils.deterministic.fill_uninitialized_memory = False
     result = run_geffect(args.run, args.probe_size, args.per_instance, args.output, args.original)
     if dist.is_main():
-        out = Path(args.output) if args.output else Path(args.run) / "geffect" / "geffect.json"
+        out = Path(args.output) if args.output else default_output(args.run)
         print(format_table(result))
         print(f"G-effect of {len(result['steps'])} states -> {out} and {out.with_suffix('.png')}")
     return 0

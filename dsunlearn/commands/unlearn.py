@@ -8,15 +8,15 @@ NAME = "unlearn"
 HELP = "unlearn the forget set from model.name_or_path (objective, regulariser, GRU, G-effect)"
 
 
-def add_arguments(p) -> None:
-    add_run_arguments(p)
+add_arguments = add_run_arguments  # --config, key=value overrides, --output-dir, --overwrite, --resume
 
 
 def run(args) -> int:
+    cfg = load_run_config(args, NAME)  # before the recipe: its imports cost seconds, a refusal does not
     from dsunlearn import dist
     from dsunlearn.recipes.unlearn import run_unlearn
 
-    summary = run_unlearn(load_run_config(args), resume=args.resume)
+    summary = run_unlearn(cfg, resume=args.resume)
     if dist.is_main():
         last = summary["last"]
         print(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,18 +32,23 @@ from dsunlearn.engine.delta import save_delta_shard
 from dsunlearn.errors import RunError
 from dsunlearn.fsutil import atomic_replace_dir, atomic_write_bytes, atomic_write_text
 from dsunlearn.manifest import verify_manifest, write_manifest
+from dsunlearn.run_layout import (  # noqa: F401 (the layout's; importable from here too)
+    DELTA,
+    LATEST,
+    TAG_RE,
+    RunDir,
+    checkpoint_dir,
+    extra_name,
+    latest_tag,
+    saved_tags,
+    tag_of,
+)
 
 if TYPE_CHECKING:
     from dsunlearn.engine.unlearn_engine import UnlearnEngine
     from dsunlearn.geometry.gru import GRU
 
-LATEST = "LATEST"
-TAG_RE = re.compile(r"step(\d{6}|[1-9]\d{6,11})")  # exactly what tag_of writes: one tag per step
 EXTRA_KEY = "dsunlearn_resume"
-
-
-def tag_of(step: int) -> str:
-    return f"step{step:06d}"
 
 
 def _maybe_fault(where: str, step: int) -> None:
@@ -54,10 +58,6 @@ def _maybe_fault(where: str, step: int) -> None:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def extra_name(rank: int) -> str:
-    return f"extra_rank{rank}.safetensors"
 
 
 @dataclass
@@ -130,9 +130,9 @@ class RankState:
 
 def save_checkpoint(state: RunState, out: Path, step: int, keep: int = 2) -> Path:
     """Collective: every rank writes its parts; rank 0 publishes. `step` = optimizer steps done."""
-    root = out / "checkpoints"
+    root = RunDir(out).checkpoints
     tag = tag_of(step)
-    staging = root / ".staging"
+    staging = RunDir(out).staging
     if dist.is_main():
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
@@ -140,8 +140,8 @@ def save_checkpoint(state: RunState, out: Path, step: int, keep: int = 2) -> Pat
     engine = state.engine.deepspeed
     engine.save_checkpoint(str(staging), tag=tag, client_state={"dsunlearn_step": step}, save_latest=False)
     atomic_write_bytes(staging / tag / extra_name(dist.rank()), RankState.capture(state.gru, step).to_bytes())
-    (staging / tag / "delta").mkdir(parents=True, exist_ok=True)
-    delta_dir = staging / tag / "delta"
+    delta_dir = staging / tag / DELTA
+    delta_dir.mkdir(parents=True, exist_ok=True)
     save_delta_shard(engine, state.engine.named, state.original_fragments, delta_dir, state.original_hash)
     _maybe_fault("save", step)
     dist.barrier()
@@ -158,42 +158,6 @@ def save_checkpoint(state: RunState, out: Path, step: int, keep: int = 2) -> Pat
             shutil.rmtree(old, ignore_errors=True)
     dist.barrier()
     return root / tag
-
-
-def checkpoint_dir(out: Path, tag: str, where: str) -> Path:
-    """`<out>/checkpoints/<tag>` if `tag` is one of this run's tags and resolves inside checkpoints/; else
-    RunError naming `where` the tag came from."""
-    root = (out / "checkpoints").resolve()
-    shown = tag[:40] + ("..." if len(tag) > 40 else "")
-    if not TAG_RE.fullmatch(tag):
-        raise RunError(
-            f"{where} names checkpoint {shown!r}, which is not a dsunlearn checkpoint tag (step + digits, e.g. "
-            f"step000012); dsunlearn only loads its own checkpoints inside '{root}': fix or delete {where}"
-        )
-    path = root / tag
-    if path.is_symlink() or not path.resolve().is_relative_to(root) or not path.is_dir():
-        raise RunError(f"{where} names checkpoint '{tag}', which is not a directory inside '{root}'; fix {where}")
-    return path
-
-
-def latest_tag(out: Path) -> str | None:
-    """The tag in checkpoints/LATEST (validated), or None when there is no LATEST."""
-    f = out / "checkpoints" / LATEST
-    if not f.is_file():
-        return None
-    try:
-        tag = f.read_bytes()[:64].decode("ascii").strip()
-    except UnicodeDecodeError:
-        tag = "<not text>"
-    checkpoint_dir(out, tag, f"'{f}'")
-    return tag
-
-
-def saved_tags(out: Path) -> list[str]:
-    root = out / "checkpoints"
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if TAG_RE.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
 
 
 def check_resume_state(out: Path) -> tuple[str, RankState]:
@@ -213,7 +177,7 @@ def check_resume_state(out: Path) -> tuple[str, RankState]:
     tag, problem = dist.broadcast_object((tag if problem is None else None, problem))
     if problem:
         raise RunError(problem)
-    root = out / "checkpoints"
+    root = RunDir(out).checkpoints
     verify_manifest(root / tag)
     extra_file = root / tag / extra_name(dist.rank())
     rank_state, problem = None, None
@@ -244,7 +208,7 @@ def load_checkpoint(state: RunState, out: Path, checked: tuple[str, RankState] |
     from dsunlearn.engine.safe_checkpoint import install_safe_loader
 
     tag, rank_state = checked if checked is not None else check_resume_state(out)
-    root = out / "checkpoints"
+    root = RunDir(out).checkpoints
     engine = state.engine.deepspeed
     install_safe_loader(engine)
     path, client = engine.load_checkpoint(str(root), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)

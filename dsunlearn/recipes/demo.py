@@ -9,6 +9,7 @@ DeepSpeed start-up cost is paid once.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from pathlib import Path
 from dsunlearn import dist
 from dsunlearn.fsutil import atomic_write_json, atomic_write_text
 from dsunlearn.path_guard import check_writable
+from dsunlearn.recipes.uipe_sweep import SweepResult
+from dsunlearn.run_layout import EVAL, RunDir
 from dsunlearn.rundir import claim, foreign_entry, on_main, read_marker, record_files, release_output_dir
 from dsunlearn.runlock import LOCK_FILE
 
@@ -28,13 +31,22 @@ SWEEP_RUN, SWEEP_ALPHAS = "wga", [0.1, 0.25, 0.5, 1.0]  # small steps: large one
 GEFFECT_RUN = "npo_gru"
 
 
-def relaunch(args) -> int:
-    """Re-run this command under torchrun with `--nproc` processes (one process group for all phases)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.nproc),
+@dataclasses.dataclass(frozen=True)
+class DemoResult:
+    """rows: the results table (summary.json), one per model; uipe: the sweep on SWEEP_RUN."""
+
+    rows: list[dict]
+    wall_seconds: float
+    uipe: SweepResult
+
+
+def relaunch(out: Path, nproc: int, overwrite: bool = False, quick: bool = False) -> int:
+    """Re-run `dsunlearn demo` under torchrun with `nproc` processes (one process group for all phases)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
            "--master_port", str(dist.free_port()), "-m", "dsunlearn", "demo",
-           "--output-dir", args.output_dir]  # fmt: skip
+           "--output-dir", str(out)]  # fmt: skip
     # No --nproc for the children (torchrun's parser would claim it); they know from WORLD_SIZE.
-    cmd += (["--overwrite"] if args.overwrite else []) + (["--quick"] if args.quick else [])
+    cmd += (["--overwrite"] if overwrite else []) + (["--quick"] if quick else [])
     env = dict(os.environ, DSUNLEARN_DEMO_CHILD="1")
     return subprocess.run(cmd, env=env).returncode
 
@@ -65,13 +77,15 @@ QUICK = ["data.synthetic.n_authors=12", "data.synthetic.n_world_facts=8", "data.
          "model.tiny.vocab_size=400", "data.max_length=128", "eval.max_new_tokens=8"]  # fmt: skip
 
 
-def run_demo(out: Path, overwrite: bool = False, quick: bool = False) -> dict:
-
-    dist.init_distributed()
-    world = dist.world_size()
+def run_demo(out: Path, overwrite: bool = False, quick: bool = False) -> DemoResult:
+    # Under a launcher rank 0 decides for all (a process group is needed first); one process decides alone,
+    # before torch and DeepSpeed are imported, so a refused demo answers in a second.
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_distributed()
     _claim_demo_dir(out, overwrite)
     try:
-        return _run_demo(out, quick, world)
+        dist.init_distributed()
+        return _run_demo(out, quick, dist.world_size())
     finally:
         release_output_dir(out)
 
@@ -101,7 +115,7 @@ def _claim_demo_dir(out: Path, overwrite: bool) -> None:
     on_main(claim_it)
 
 
-def _run_demo(out: Path, quick: bool, world: int) -> dict:
+def _run_demo(out: Path, quick: bool, world: int) -> DemoResult:
     from dsunlearn.config_io import load_config
     from dsunlearn.recipes.finetune import run_finetune
     from dsunlearn.recipes.uipe_sweep import sweep
@@ -114,15 +128,16 @@ def _run_demo(out: Path, quick: bool, world: int) -> dict:
     n_phases = 4 + len(runs)
     _say(f"[1/{n_phases}] fine-tuning the target (full) and retain tiny models on {world} process(es)")
     t0 = time.time()
-    ft_cfg = load_config("tiny_finetune", [f"run.output_dir={out / 'finetune'}", "engine.grad_accum_steps=0",
+    demo, ft = RunDir(out), RunDir(out).demo_finetune
+    ft_cfg = load_config("tiny_finetune", [f"run.output_dir={ft.root}", "engine.grad_accum_steps=0",
                          "eval.at_end=false"] + ow  # evaluated below, once
                          + (["engine.max_steps=6"] if quick else []))  # fmt: skip
     run_finetune(ft_cfg)
     ft_wall = time.time() - t0
     _say(f"[2/{n_phases}] evaluating the fine-tuned and retain models (TOFU metrics)")
-    retain_dir, full_dir = out / "finetune" / "retain" / "model", out / "finetune" / "full" / "model"
+    retain_dir, full_dir = ft.finetuned_model("retain"), ft.finetuned_model("full")
     retain_sum, retain_eval = _eval_saved(retain_dir, ft_cfg)  # retain vs itself: forget quality 1.0
-    retain_log = str(retain_dir.parent / "eval" / "eval_log_aggregated.json")
+    retain_log = str(retain_dir.parent / EVAL / "eval_log_aggregated.json")
     full_sum, _ = _eval_saved(full_dir, ft_cfg, retain_eval)
     rows = [_row("finetuned", "-", False, full_sum, ft_wall / 2), _row("retain", "-", False, retain_sum, ft_wall / 2)]
     micro = max(1, 8 // world)
@@ -134,41 +149,42 @@ def _run_demo(out: Path, quick: bool, world: int) -> dict:
         extra += (
             ["engine.max_steps=4", "run.save_every=2" if name == GEFFECT_RUN else "run.save_every=0"] if quick else []
         )
-        cfg = load_config(f"tiny_{name}", [f"model.name_or_path={full_dir}", f"run.output_dir={out / 'runs' / name}",
+        run = demo.demo_run(name)
+        cfg = load_config(f"tiny_{name}", [f"model.name_or_path={full_dir}", f"run.output_dir={run.root}",
                           f"eval.retain_log={retain_log}", f"engine.micro_batch_size={micro}",
                           "geometry.geffect_every=5"] + extra + ow)  # fmt: skip
         t0 = time.time()
         res = run_unlearn(cfg)
         rows.append(_row(name, obj, gru, res["eval"], time.time() - t0))
-        events[name] = out / "runs" / name / "events.jsonl"
+        events[name] = run.events
     _say(f"[{3 + len(runs)}/{n_phases}] UIPE alpha sweep on {SWEEP_RUN}")
-    sweep_dir = out / "runs" / SWEEP_RUN
-    uipe = sweep(sweep_dir, full_dir, sweep_dir / "delta", SWEEP_ALPHAS, retain_log)
+    sweep_run = demo.demo_run(SWEEP_RUN)
+    uipe = sweep(sweep_run.root, full_dir, sweep_run.delta, SWEEP_ALPHAS, retain_log)
     _say(f"[{4 + len(runs)}/{n_phases}] offline G-effect over {GEFFECT_RUN}'s checkpoints")
     geffect = None
     try:
         from dsunlearn.recipes.geffect import run_geffect
 
-        geffect = run_geffect(out / "runs" / GEFFECT_RUN, probe_size=16)
+        geffect = run_geffect(demo.demo_run(GEFFECT_RUN).root, probe_size=16)
     except ImportError:  # pragma: no cover - the offline analysis ships with the engine
         pass
     wall = time.time() - t_all
     if dist.is_main():
-        plots = out / "plots"
+        plots = demo.plots
         plot_fq_vs_mu(rows, plots / "fq_vs_mu.png")
         plot_loss_curves(events, plots / "loss_curves.png")
         if "ga" in events:
             plot_geffect_online(events["ga"], plots / "geffect_ga.png", "GA: online G-effect")
         plot_geffect_online(events["npo_gru"], plots / "geffect_npo_gru.png", "NPO + GRU: online G-effect")
-        atomic_write_json(out / "summary.json", rows)
+        atomic_write_json(demo.demo_summary, rows)
         _write_report(out, rows, uipe, geffect, wall, world, results_table)
-        record_files(out, ["summary.json", "report.md"])
+        record_files(out, [demo.demo_summary.name, demo.demo_report.name])
     dist.barrier()
-    return {"rows": rows, "wall_seconds": round(wall, 1), "uipe": uipe}
+    return DemoResult(rows=rows, wall_seconds=round(wall, 1), uipe=uipe)
 
 
-def _write_report(out: Path, rows, uipe, geffect, wall, world, results_table) -> None:
-    sel = uipe["selected_alpha"]
+def _write_report(out: Path, rows, uipe: SweepResult, geffect, wall, world, results_table) -> None:
+    sel = uipe.selected_alpha
     lines = [
         "# dsunlearn demo report",
         "",
@@ -185,13 +201,13 @@ def _write_report(out: Path, rows, uipe, geffect, wall, world, results_table) ->
         "",
         "## G-effect",
         "",
-        *(["![GA](plots/geffect_ga.png)", ""] if (out / "plots" / "geffect_ga.png").exists() else []),
+        *(["![GA](plots/geffect_ga.png)", ""] if (RunDir(out).plots / "geffect_ga.png").exists() else []),
         "![NPO + GRU](plots/geffect_npo_gru.png)",
         "",
     ]
     if geffect is not None:
         lines += [f"Offline G-effect over {GEFFECT_RUN}'s checkpoints: `runs/{GEFFECT_RUN}/geffect/`.", "",
                   f"![offline G-effect](runs/{GEFFECT_RUN}/geffect/geffect.png)", ""]  # fmt: skip
-    lines += [f"## UIPE on {SWEEP_RUN}", "", (out / "runs" / SWEEP_RUN / "uipe" / "sweep.md").read_text(), "",
+    lines += [f"## UIPE on {SWEEP_RUN}", "", (RunDir(out).demo_run(SWEEP_RUN).uipe / "sweep.md").read_text(), "",
               f"Selected alpha = {sel:g}.", "", f"![UIPE](runs/{SWEEP_RUN}/uipe/sweep.png)", ""]  # fmt: skip
-    atomic_write_text(out / "report.md", "\n".join(lines))
+    atomic_write_text(RunDir(out).demo_report, "\n".join(lines))

@@ -69,6 +69,7 @@ def evaluate_model(inputs: EvalInputs) -> EvalResult:
     from dsunlearn.config_io import load_config
     from dsunlearn.errors import RunError
     from dsunlearn.models.load import check_model_dir, model_positions
+    from dsunlearn.run_layout import RunDir
     from dsunlearn.suites import get_suite
 
     model_dir = check_model_dir(inputs.model_dir)  # a wrong path fails before anything heavy is imported
@@ -76,7 +77,7 @@ def evaluate_model(inputs: EvalInputs) -> EvalResult:
     check_model_dir(model_dir, cfg.model.trust_remote_code)  # remote code needs model.trust_remote_code
     suite = get_suite(cfg.data.suite)
     out = Path(inputs.output_dir) if inputs.output_dir else model_dir.resolve().parent
-    eval_dir = out / "eval"
+    eval_dir = RunDir(out).eval
     _check_eval_output(eval_dir, model_dir, cfg, inputs)
     if eval_dir.exists() and (not eval_dir.is_dir() or any(eval_dir.iterdir())) and not inputs.overwrite:
         raise RunError(f"'{eval_dir}' already exists; pass --overwrite to replace it or choose another --output-dir")

@@ -32,6 +32,7 @@ from dsunlearn.errors import DataError
 from dsunlearn.eval.nll import answer_nll, mean_answer_probability
 from dsunlearn.fsutil import atomic_replace_dir, atomic_write_json
 from dsunlearn.models.load import load_tokenizer
+from dsunlearn.run_layout import FINETUNE_BASE, RunDir
 from dsunlearn.rundir import check_output_dir, prepare_output_dir, release_output_dir
 from dsunlearn.suites import get_suite
 from dsunlearn.tracking import EventLog
@@ -75,7 +76,7 @@ def prepare_base(cfg: RunConfig, out: Path, tokenizer) -> str:
     """The model every fine-tune starts from: a hub id / local dir, or the tiny model built into out/base."""
     if cfg.model.name_or_path != "tiny":
         return cfg.model.name_or_path
-    base = out / "base" / "model"
+    base = RunDir(out).finetuned_model(FINETUNE_BASE)
     if dist.is_main() and not base.exists():
         from dsunlearn.engine.hf_save import save_tokenizer
         from dsunlearn.models.tiny import build_tiny_model
@@ -169,13 +170,13 @@ def run_finetune(cfg: RunConfig, resume: bool = False) -> dict:
     items = {t: get_suite(d.suite).finetune_items(d, t) for t in cfg.run.finetune_targets}
     encoded = {t: encode_items(tokenizer, items[t], d, split=t) for t in cfg.run.finetune_targets}
     out = prepare_output_dir(cfg, "finetune", resume=resume)
-    events = EventLog(out / "events.jsonl", cfg, job="finetune")
+    events = EventLog(RunDir(out).events, cfg, job="finetune")
     base = prepare_base(cfg, out, tokenizer)
     summary: dict = {"base": base, "world_size": dist.world_size(), "models": {}}
     logs: dict = {}  # target -> TOFU log, written once all targets are trained (see _write_evals)
     for target in cfg.run.finetune_targets:
         t0 = time.time()
-        model_dir = out / target / "model"
+        model_dir = RunDir(out).finetuned_model(target)
         if model_dir.exists() and resume:
             summary["models"][target] = {"path": str(model_dir), "skipped": "already trained (resume)"}
             continue
@@ -194,7 +195,7 @@ def run_finetune(cfg: RunConfig, resume: bool = False) -> dict:
                    ("after", after)) for r, v in d.items()}, wall_seconds=row["wall_seconds"])  # fmt: skip
     _write_evals(cfg, out, logs, summary)
     if dist.is_main():
-        atomic_write_json(out / "finetune.json", summary)
+        atomic_write_json(RunDir(out).finetune_summary, summary)
     events.close()
     release_output_dir(out)  # on an error the process exits, and the kernel drops the lock with it
     return summary

@@ -41,23 +41,28 @@ from dsunlearn.engine.unlearn_engine import LossFn, MicroBatch, UnlearnEngine
 from dsunlearn.errors import RunError
 from dsunlearn.fsutil import atomic_write_json
 from dsunlearn.geometry.geffect import g_effect
+from dsunlearn.run_layout import RunDir
 from dsunlearn.suites import get_suite
 from dsunlearn.tracking import read_events
 from dsunlearn.unlearn_losses import global_count, nll_loss, objective_loss
 
 
+def default_output(run_dir) -> Path:
+    """Where the offline G-effect goes unless --output says: `<run>/geffect/geffect.json` (PNG beside)."""
+    return RunDir(run_dir).geffect / "geffect.json"
+
+
 def find_states(run_dir: Path) -> list[tuple[int, Path | None]]:
     """[(step, delta dir)] in step order: (0, None) = the original model, then every complete checkpoint's
     delta and the final `delta/` (its step from events.jsonl). RunError if the run saved none."""
-    if not (run_dir / "config.yaml").is_file():
-        raise RunError(f"'{run_dir}' is not a dsunlearn run directory (no config.yaml)")
+    RunDir(run_dir).require_config()
     states: dict[int, Path] = {}
     for tag in saved_tags(run_dir):  # this run's own tags, directories inside checkpoints/ (no links)
-        delta = run_dir / "checkpoints" / tag / "delta"
+        delta = RunDir(run_dir).checkpoint_delta(tag)
         if delta.is_dir() and not delta.is_symlink():
             states[int(tag[4:])] = delta
-    if (run_dir / "delta").is_dir() and not (run_dir / "delta").is_symlink():
-        states[_final_step(run_dir, max(states, default=0))] = run_dir / "delta"
+    if RunDir(run_dir).delta.is_dir() and not RunDir(run_dir).delta.is_symlink():
+        states[_final_step(run_dir, max(states, default=0))] = RunDir(run_dir).delta
     if not states:
         raise RunError(
             f"'{run_dir}' has no saved weights to analyse (no checkpoints/step*/delta, no delta/); "
@@ -71,7 +76,7 @@ def _final_step(run_dir: Path, after: int) -> int:
     (after, 10**9], `after` = the newest checkpoint's step). events.jsonl is untrusted text (`read_events`
     skips unreadable lines), and a missing or impossible count is a one-line RunError."""
     steps = None
-    events = run_dir / "events.jsonl"
+    events = RunDir(run_dir).events
     try:
         records = read_events(events) if events.is_file() else []
     except OSError:
@@ -236,7 +241,7 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
     dist.init_distributed()
     cfg = run_config(run_dir)
     orig_dir = Path(original) if original else local_model_dir(cfg.model.name_or_path)
-    out = Path(output) if output else run_dir / "geffect" / "geffect.json"
+    out = Path(output) if output else default_output(run_dir)
     check_output_file(out, run_dir, orig_dir, states[1][1])
     want = read_delta_meta(states[1][1])[0]["original_hash"]
     got = dist.broadcast_object(model_hash(orig_dir) if dist.is_main() else None)

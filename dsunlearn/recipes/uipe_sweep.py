@@ -9,6 +9,7 @@ under `<run>/uipe/alpha_<a>/`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 from dsunlearn import dist
 from dsunlearn.errors import RunError
 from dsunlearn.fsutil import atomic_write_json, atomic_write_text
+from dsunlearn.run_layout import RunDir
 
 MAX_ALPHAS = 32  # each alpha is a full model on disk plus an evaluation
 
@@ -62,16 +64,37 @@ def _table(rows: list[dict], selected: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sweep_root(run_dir: Path, checkpoint: str | None = None) -> Path:
-    """Where a sweep writes: `<run>/uipe` for the final delta, `<run>/uipe/<tag>` for a checkpoint's."""
-    return run_dir / "uipe" / checkpoint if checkpoint else run_dir / "uipe"
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+    """A sweep's outcome, as `sweep.json` holds it: rows = one {alpha, forget_quality, model_utility,
+    forget_rouge, forget_prob, model} per alpha, in increasing alpha."""
+
+    rho: float
+    selected_alpha: float
+    reason: str
+    rows: list[dict]
+
+    def table(self) -> str:
+        """The markdown table of `sweep.md`, the selected alpha marked."""
+        return _table(self.rows, self.selected_alpha)
+
+
+def sweep_retain_log(run_dir: Path, retain_log: str | None) -> str:
+    """The retain model's TOFU log the sweep compares with: `retain_log`, else the run's eval.retain_log."""
+    from dsunlearn.rundir import run_config
+
+    retain_log = retain_log or run_config(run_dir).eval.retain_log
+    if not retain_log:
+        raise RunError("the sweep selects alpha by forget quality: pass --retain-log (the retain model's TOFU log)")
+    return retain_log
 
 
 def sweep(
     run_dir: Path, original: Path, delta: Path, alphas: list[float], retain_log: str, rho: float = 0.9,
     checkpoint: str | None = None,
-) -> dict:  # fmt: skip
-    """Evaluate theta(alpha) for each alpha (0 added), select one, write sweep.{json,md,png}. Returns the result."""
+) -> SweepResult:  # fmt: skip
+    """Evaluate theta(alpha) for each alpha (0 added), select one, write sweep.{json,md,png} into
+    `RunDir(run_dir).uipe_root(checkpoint)`. Collective under a launcher."""
     from dsunlearn.plots import plot_uipe_curve
     from dsunlearn.rundir import run_config
     from dsunlearn.suites import get_suite
@@ -82,9 +105,9 @@ def sweep(
     suite = get_suite(cfg.data.suite)
     dist.init_distributed()
     rows = []
-    root = sweep_root(run_dir, checkpoint)
+    root = RunDir(run_dir).uipe_root(checkpoint)
     for a in alphas:
-        out = root / f"alpha_{a:g}"
+        out = RunDir(run_dir).uipe_alpha(a, checkpoint)
         if dist.is_main():
             # Always rebuilt from this sweep's delta: a directory left by an earlier (or interrupted) sweep, of
             # another checkpoint, or planted in the run, is never evaluated in its place.
@@ -107,25 +130,9 @@ def sweep(
             }
         )
     selected, why = select_alpha(rows, rho)
-    result = {"rho": rho, "selected_alpha": selected, "reason": why, "rows": rows}
+    result = SweepResult(rho=rho, selected_alpha=selected, reason=why, rows=rows)
     if dist.is_main():
-        uipe = root
-        atomic_write_json(uipe / "sweep.json", result)
-        atomic_write_text(uipe / "sweep.md", _table(rows, selected) + f"\nSelected {why}.\n")
-        plot_uipe_curve(rows, selected, rho, uipe / "sweep.png")
+        atomic_write_json(root / "sweep.json", dataclasses.asdict(result))
+        atomic_write_text(root / "sweep.md", result.table() + f"\nSelected {why}.\n")
+        plot_uipe_curve(rows, selected, rho, root / "sweep.png")
     return result
-
-
-def run_sweep(args, run_dir: Path, original: Path, delta: Path) -> int:
-    """The CLI's `--sweep`: parse, check the retain log, sweep, print the table and the choice."""
-    from dsunlearn.rundir import run_config
-
-    retain_log = args.retain_log or run_config(run_dir).eval.retain_log
-    if not retain_log:
-        raise RunError("the sweep selects alpha by forget quality: pass --retain-log (the retain model's TOFU log)")
-    result = sweep(run_dir, original, delta, parse_alphas(args.sweep), retain_log, args.rho, args.checkpoint)
-    if dist.is_main():
-        root = sweep_root(run_dir, args.checkpoint)
-        print(_table(result["rows"], result["selected_alpha"]))
-        print(f"selected {result['reason']}\n-> {root / 'sweep.md'}, {root / 'sweep.png'}")
-    return 0

@@ -47,6 +47,7 @@ from dsunlearn.models.load import (
 )
 from dsunlearn.objectives import ObjectiveSpec, get_objective, get_regularizer
 from dsunlearn.recipes.step_plan import StepPlan
+from dsunlearn.run_layout import RunDir
 from dsunlearn.rundir import check_output_dir, prepare_output_dir, release_output_dir
 from dsunlearn.suites import get_suite
 from dsunlearn.tracking import EventLog, check_tracking
@@ -265,7 +266,7 @@ class UnlearnRun:
 
 def _save_final_delta(run: UnlearnRun, out) -> None:
     """`<out>/delta/rank{r}.safetensors` for UIPE, staged and renamed into place."""
-    tmp, final = out / ".delta.tmp", out / "delta"
+    tmp, final = RunDir(out).delta_staging, RunDir(out).delta
     if dist.is_main():
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -314,7 +315,7 @@ def run_unlearn(cfg: RunConfig, resume: bool = False) -> dict:
 
 
 def _run_locked(run: UnlearnRun, cfg: RunConfig, out, t0: float, resume: bool, start: int) -> dict:
-    events = EventLog(out / "events.jsonl", cfg, job="unlearn")
+    events = EventLog(RunDir(out).events, cfg, job="unlearn")
     events.log("resume" if resume else "start", objective=cfg.objective.name, gru=cfg.geometry.gru,
                steps=run.steps, from_step=start, world=run.world,
                zero_stage=run.engine.deepspeed.zero_optimization_stage())  # fmt: skip
@@ -362,14 +363,14 @@ def _finish(run: UnlearnRun, cfg: RunConfig, out, events: EventLog, t0: float, l
     """Save the model and the final deltas, evaluate, close the log; the run's summary."""
     # A model/ already here is this run's own (the directory is locked and its marker is ours): a --resume after
     # a crash past this point. Replace it: the weights now in the engine are the ones this run ends with.
-    if dist.is_main() and (out / "model").is_dir():
-        shutil.rmtree(out / "model")
+    if dist.is_main() and RunDir(out).model.is_dir():
+        shutil.rmtree(RunDir(out).model)
     dist.barrier()
-    save_hf_model(run.engine.module, out / "model", tokenizer=run.tokenizer)
+    save_hf_model(run.engine.module, RunDir(out).model, tokenizer=run.tokenizer)
     _save_final_delta(run, out)
     summary = evaluate_now(run, out, run.steps, events, final=True) if cfg.eval.at_end else {}
     if cfg.tracking.log_model:
-        events.log_model(out / "model", f"unlearned-{cfg.objective.name}")
+        events.log_model(RunDir(out).model, f"unlearned-{cfg.objective.name}")
     wall = round(time.time() - t0, 1)
     events.log("done", steps=run.steps, wall_seconds=wall)
     return {"output_dir": str(out), "steps": run.steps, "wall_seconds": wall, "last": last, "eval": summary}

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dsunlearn.run_layout import RunDir
+
 # Kinds of training set. QA items are dicts with string `question` and `answer` (trained on the answer tokens,
 # data/collate.py); DOCUMENTS (plain text, trained on every token) is reserved for MUSE's corpora.
 QA = "qa"
@@ -32,7 +34,6 @@ DOCUMENTS = "documents"
 KINDS = (QA, DOCUMENTS)
 ROLES = ("forget", "retain")
 
-EVAL_DIR = "eval"  # <out>/eval/ holds a model's evaluation: the suite's log files and SUMMARY_FILE
 SUMMARY_FILE = "summary.json"
 
 
@@ -135,4 +136,4 @@ class Suite(abc.ABC):
 
 def eval_dir(out_dir: str | os.PathLike[str]) -> Path:
     """Where a model's evaluation goes: ``<out_dir>/eval``."""
-    return Path(out_dir) / EVAL_DIR
+    return RunDir(out_dir).eval

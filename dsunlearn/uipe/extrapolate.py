@@ -12,7 +12,8 @@ tensors (Mixtral: 2E of them), so a file-name -> in-memory-name map does not exi
 original model in fp32 in CPU memory (4 bytes per parameter), one tensor's delta on top.
 
 Per tensor [numel] fp32: d is reassembled from the rank files' fragments (any number of ranks) and
-`o + (1 + alpha) * d` is computed in fp32, with theta_u + alpha * d at the fix-up elements (`engine/delta.py`).
+`o + (1 + alpha) * d` is computed in fp32, with theta_u + alpha * d at the fix-up elements (the files:
+`uipe/delta_format.py`).
 
 Dtype: every floating tensor is written in the dtype the run trained in (`base_dtype` of the shards), the
 dtype `model/` holds: with bf16 training that is bf16, rounding the fp32 result as DeepSpeed rounds its fp32
@@ -34,9 +35,9 @@ from pathlib import Path
 
 import torch
 
-from dsunlearn.engine.delta import model_hash, read_delta_meta
 from dsunlearn.errors import RunError
 from dsunlearn.fsutil import atomic_replace_dir
+from dsunlearn.uipe.delta_format import fix_idx_key, fix_u_key, model_hash, read_delta_meta
 
 # UIPE's useful range is alpha of order 1 (the paper sweeps 0..~10); beyond 100 the delta outweighs theta_o a
 # hundredfold and the result is no longer a model near the unlearned one.
@@ -56,9 +57,9 @@ def _extrapolate_tensor(
         fh, a, n = handles[rank], pm["start"], pm["fragment_numel"]
         d = fh.get_tensor(name)
         part = flat_o[a : a + n] + (1.0 + alpha) * d
-        if f"{name}::fix_idx" in fh.keys():
-            idx = fh.get_tensor(f"{name}::fix_idx")
-            u, inc = fh.get_tensor(f"{name}::fix_u"), alpha * d[idx]
+        if fix_idx_key(name) in fh.keys():
+            idx = fh.get_tensor(fix_idx_key(name))
+            u, inc = fh.get_tensor(fix_u_key(name)), alpha * d[idx]
             part[idx] = torch.where(inc == 0, u, u + inc)  # -0.0 + 0.0 would be +0.0: keep u's bits
         out[a : a + n] = part
     return out.view(o.shape)

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dsunlearn.engine.delta import read_delta_meta
+from dsunlearn.uipe.delta_format import read_delta_meta
 from dsunlearn.uipe.extrapolate import extrapolate
 from helpers.conftest_model import SMALL_DATA, bits, load_weights, tiny_model, unlearn_runs, zero3_config  # noqa: F401
 from helpers.spawn import run_distributed

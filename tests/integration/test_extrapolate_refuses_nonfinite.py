@@ -19,8 +19,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from dsunlearn.engine.delta import META_KEY, model_hash
 from dsunlearn.manifest import write_manifest
+from dsunlearn.uipe.delta_format import META_KEY, model_hash
 from helpers.tiny_model import make_tiny_model
 
 NAME = "model.layers.0.mlp.up_proj.weight"

@@ -26,8 +26,8 @@ import torch
 from safetensors.torch import load_file
 
 from dsunlearn.engine.checkpoint import RankState
-from dsunlearn.engine.delta import read_delta_meta
 from dsunlearn.manifest import verify_manifest
+from dsunlearn.uipe.delta_format import read_delta_meta
 from helpers.conftest_model import SMALL_DATA, bits, cli_env, load_weights, run_cli, tiny_model  # noqa: F401
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]

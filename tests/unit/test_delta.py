@@ -24,9 +24,10 @@ from safetensors.torch import load_file, save_file
 
 from dsunlearn import dist
 from dsunlearn.engine import delta as delta_mod
-from dsunlearn.engine.delta import META_KEY, exact_delta, model_hash, read_delta_meta, save_delta_shard
+from dsunlearn.engine.delta import exact_delta, save_delta_shard
 from dsunlearn.errors import RunError
 from dsunlearn.manifest import write_manifest
+from dsunlearn.uipe.delta_format import META_KEY, model_hash, read_delta_meta
 from dsunlearn.uipe.extrapolate import extrapolate
 
 
