@@ -32,15 +32,13 @@ from dsunlearn.engine.delta import save_delta_shard
 from dsunlearn.errors import RunError
 from dsunlearn.fsutil import atomic_replace_dir, atomic_write_bytes, atomic_write_text
 from dsunlearn.manifest import verify_manifest, write_manifest
-from dsunlearn.run_layout import (  # noqa: F401 (the layout's; importable from here too)
+from dsunlearn.run_layout import (
     DELTA,
     LATEST,
     TAG_RE,
     RunDir,
-    checkpoint_dir,
     extra_name,
     latest_tag,
-    saved_tags,
     tag_of,
 )
 

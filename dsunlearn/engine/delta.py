@@ -29,19 +29,12 @@ import torch
 from dsunlearn import dist
 from dsunlearn.engine.shard import get_local_param_fragment
 from dsunlearn.fsutil import atomic_write_bytes
-
-# The format is uipe/delta_format.py's; its reader side (META_KEY, model_hash, read_delta_meta,
-# verify_delta_dir) stays importable from here for the engine's callers.
-from dsunlearn.uipe.delta_format import (  # noqa: F401
-    META_KEY,
+from dsunlearn.uipe.delta_format import (  # the format: its owner is uipe/delta_format.py
     fix_idx_key,
     fix_u_key,
-    model_hash,
     param_entry,
-    read_delta_meta,
     shard_metadata,
     shard_name,
-    verify_delta_dir,
 )
 
 

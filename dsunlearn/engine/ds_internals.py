@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dsunlearn import dist as _dist  # noqa: F401  (selects DeepSpeed's CPU accelerator before import)
+from dsunlearn import dist as _dist
 from dsunlearn.errors import ConfigError
 
 STAGE0, BF16, ZERO12, ZERO3 = "stage0", "bf16_optimizer", "zero12", "zero3"

@@ -34,14 +34,13 @@ import torch
 from dsunlearn import dist
 from dsunlearn.data.collate import Encoded, encode_items, pad_id_of
 from dsunlearn.data.sharding import round_robin_rounds
-from dsunlearn.engine.checkpoint import saved_tags, tag_of
 from dsunlearn.engine.reference import precompute_forget_ref
 from dsunlearn.engine.shard import ShardedGrad
 from dsunlearn.engine.unlearn_engine import LossFn, MicroBatch, UnlearnEngine
 from dsunlearn.errors import RunError
 from dsunlearn.fsutil import atomic_write_json
 from dsunlearn.geometry.geffect import g_effect
-from dsunlearn.run_layout import RunDir
+from dsunlearn.run_layout import RunDir, saved_tags, tag_of
 from dsunlearn.suites import get_suite
 from dsunlearn.tracking import read_events
 from dsunlearn.unlearn_losses import global_count, nll_loss, objective_loss
@@ -228,10 +227,10 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
     Collective under a launcher (every rank calls it). Returns the record written to `output`
     (default `<run>/geffect/geffect.json`).
     """
-    from dsunlearn.engine.delta import model_hash, read_delta_meta
     from dsunlearn.models.load import load_tokenizer, local_model_dir
     from dsunlearn.recipes.unlearn import forget_objective
     from dsunlearn.rundir import run_config
+    from dsunlearn.uipe.delta_format import model_hash, read_delta_meta
     from dsunlearn.uipe.extrapolate import extrapolate
 
     run_dir = Path(run_dir)

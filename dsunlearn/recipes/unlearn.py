@@ -28,7 +28,7 @@ from dsunlearn.config_bounds import check_generation_fits
 from dsunlearn.data.collate import encode_items, pad_id_of
 from dsunlearn.data.sampler import BatchStream
 from dsunlearn.engine.checkpoint import RunState, _maybe_fault, check_resume_state, load_checkpoint, save_checkpoint
-from dsunlearn.engine.delta import model_hash, save_delta_shard, snapshot_fragments
+from dsunlearn.engine.delta import save_delta_shard, snapshot_fragments
 from dsunlearn.engine.ds_setup import build_ds_config, resolve_batch, zero3_init_context
 from dsunlearn.engine.hf_save import save_hf_model
 from dsunlearn.engine.reference import ReferenceModel, precompute_forget_ref
@@ -51,6 +51,7 @@ from dsunlearn.run_layout import RunDir
 from dsunlearn.rundir import check_output_dir, prepare_output_dir, release_output_dir
 from dsunlearn.suites import get_suite
 from dsunlearn.tracking import EventLog, check_tracking
+from dsunlearn.uipe.delta_format import model_hash
 from dsunlearn.unlearn_losses import global_count, nll_loss, objective_loss, reduce_stats, regularizer_loss
 
 
@@ -326,7 +327,7 @@ def _run_locked(run: UnlearnRun, cfg: RunConfig, out, t0: float, resume: bool, s
         _loop(run, cfg, out, events, bar, last)
         return _finish(run, cfg, out, events, t0, last)
     except DivergedError as e:
-        from dsunlearn.engine.checkpoint import latest_tag
+        from dsunlearn.run_layout import latest_tag
 
         tag = latest_tag(out)
         kept = (

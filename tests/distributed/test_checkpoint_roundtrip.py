@@ -44,8 +44,9 @@ def _masters(run) -> dict:
 
 def _worker(model: str, z3: str, base: str) -> dict:
     from dsunlearn.config_io import load_config
-    from dsunlearn.engine.checkpoint import latest_tag, load_checkpoint, save_checkpoint
+    from dsunlearn.engine.checkpoint import load_checkpoint, save_checkpoint
     from dsunlearn.recipes.unlearn import UnlearnRun
+    from dsunlearn.run_layout import latest_tag
 
     out: dict = {}
     for stage in STAGES:

@@ -63,11 +63,12 @@ def train_and_save(origs: dict, out_root: str, cases: list[tuple[str, str]], ste
 
     from dsunlearn import dist
     from dsunlearn.config import EngineConfig
-    from dsunlearn.engine.delta import model_hash, save_delta_shard, snapshot_fragments
+    from dsunlearn.engine.delta import save_delta_shard, snapshot_fragments
     from dsunlearn.engine.ds_setup import build_ds_config, create_engine, zero3_init_context
     from dsunlearn.engine.hf_save import save_hf_model
     from dsunlearn.manifest import write_manifest
     from dsunlearn.models.load import load_causal_lm
+    from dsunlearn.uipe.delta_format import model_hash
 
     dirs = []
     for arch, precision in cases:
