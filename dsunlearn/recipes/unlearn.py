@@ -99,29 +99,16 @@ class UnlearnRun:
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
-        d = cfg.data
         self.world, self.rank = dist.world_size(), dist.rank()
         self.spec, self.params = forget_objective(cfg)
         self.regularizer, self.regularizer_params = retain_regularizer(cfg)
+        self.suite = get_suite(cfg.data.suite)
         # What needs neither tokenizer nor model is read first: a bad DeepSpeed JSON or data file fails in a
         # second, before transformers is imported.
-        build_ds_config(cfg.engine, self.world)
-        self.suite = get_suite(d.suite)
-        forget_items, retain_items = (self.suite.training_set(d, role).items for role in ("forget", "retain"))
-        micro, self.accum, gb = resolve_batch(cfg.engine, self.world)
-        self.forget_stream = BatchStream(len(forget_items), gb, micro, self.world, seed=cfg.run.seed,
-                                         what=f"the forget split '{d.forget_split}'")  # fmt: skip
-        self.retain_stream = BatchStream(len(retain_items), gb, micro, self.world, seed=cfg.run.seed + 1,
-                                         what=f"the retain split '{d.retain_split}'")  # fmt: skip
-        check_before_remote_code(cfg.model.name_or_path, cfg.model.trust_remote_code)
-        self.tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path, cfg.model.trust_remote_code)
-        evaluates = cfg.eval.at_end or cfg.eval.every_steps
-        if evaluates:  # the model path is valid now (its tokenizer loaded): its config.json bounds generation
-            name = cfg.model.name_or_path
-            check_generation_fits(cfg.eval, model_positions(local_model_dir(name)), f"model.name_or_path '{name}'")
-        retain_log = cfg.eval.retain_log if evaluates else None
-        self.retain_log = self.suite.check_retain_log(retain_log, cfg) if retain_log else None
+        forget_items, retain_items = self._read_data()
+        self.tokenizer = self._read_tokenizer()
         self.pad = pad_id_of(self.tokenizer)
+        d = cfg.data
         self.forget = encode_items(self.tokenizer, forget_items, d, split=d.forget_split)
         self.retain = encode_items(self.tokenizer, retain_items, d, split=d.retain_split)
         self.steps = cfg.engine.max_steps or self.forget_stream.steps_for_epochs(cfg.engine.epochs)
@@ -145,6 +132,32 @@ class UnlearnRun:
                 model_hash(local_model_dir(cfg.model.name_or_path)) if dist.is_main() else None
             ),
         )
+
+    def _read_data(self) -> tuple[list[dict], list[dict]]:
+        """The DeepSpeed JSON checked, the forget and retain items read, their batch streams built (the same
+        global batches for any world size: `forget_stream`, `retain_stream`, `accum`)."""
+        cfg, d = self.cfg, self.cfg.data
+        build_ds_config(cfg.engine, self.world)
+        forget_items, retain_items = (self.suite.training_set(d, role).items for role in ("forget", "retain"))
+        micro, self.accum, gb = resolve_batch(cfg.engine, self.world)
+        self.forget_stream = BatchStream(len(forget_items), gb, micro, self.world, seed=cfg.run.seed,
+                                         what=f"the forget split '{d.forget_split}'")  # fmt: skip
+        self.retain_stream = BatchStream(len(retain_items), gb, micro, self.world, seed=cfg.run.seed + 1,
+                                         what=f"the retain split '{d.retain_split}'")  # fmt: skip
+        return forget_items, retain_items
+
+    def _read_tokenizer(self):
+        """The model's tokenizer (remote code refused unless asked); with evaluation on, the generation length
+        checked against the model's positions and the retain log read (`retain_log`), all before the model."""
+        cfg, name = self.cfg, self.cfg.model.name_or_path
+        check_before_remote_code(name, cfg.model.trust_remote_code)
+        tokenizer = load_tokenizer(cfg.model.tokenizer or name, cfg.model.trust_remote_code)
+        evaluates = cfg.eval.at_end or cfg.eval.every_steps
+        if evaluates:  # the model path is valid now (its tokenizer loaded): its config.json bounds generation
+            check_generation_fits(cfg.eval, model_positions(local_model_dir(name)), f"model.name_or_path '{name}'")
+        retain_log = cfg.eval.retain_log if evaluates else None
+        self.retain_log = self.suite.check_retain_log(retain_log, cfg) if retain_log else None
+        return tokenizer
 
     @property
     def engine(self) -> UnlearnEngine:
