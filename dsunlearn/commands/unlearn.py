@@ -16,14 +16,13 @@ def run(args) -> int:
     from dsunlearn import dist
     from dsunlearn.recipes.unlearn import run_unlearn
 
-    summary = run_unlearn(cfg, resume=args.resume)
+    result = run_unlearn(cfg, resume=args.resume)
     if dist.is_main():
-        last = summary["last"]
         print(
-            f"unlearned in {summary['steps']} steps ({summary['wall_seconds']} s): final forget loss "
-            f"{last.get('loss_forget', float('nan')):.4f} -> {summary['output_dir']}/model"
+            f"unlearned in {result.steps} steps ({result.wall_seconds} s): final forget loss "
+            f"{result.last.get('loss_forget', float('nan')):.4f} -> {result.output_dir}/model"
         )
-        ev = summary.get("eval") or {}
+        ev = result.eval
         if ev:
             fq = ev.get("forget_quality")
             print(

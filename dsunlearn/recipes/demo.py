@@ -155,7 +155,7 @@ def _run_demo(out: Path, quick: bool, world: int) -> DemoResult:
                           "geometry.geffect_every=5"] + extra + ow)  # fmt: skip
         t0 = time.time()
         res = run_unlearn(cfg)
-        rows.append(_row(name, obj, gru, res["eval"], time.time() - t0))
+        rows.append(_row(name, obj, gru, res.eval, time.time() - t0))
         events[name] = run.events
     _say(f"[{3 + len(runs)}/{n_phases}] UIPE alpha sweep on {SWEEP_RUN}")
     sweep_run = demo.demo_run(SWEEP_RUN)

@@ -72,6 +72,17 @@ def retain_regularizer(cfg: RunConfig):
     return spec, spec.resolve({"positions": o.kl_positions} if spec.inputs == "logits" else {})
 
 
+@dataclass(frozen=True)
+class UnlearnResult:
+    """What one unlearning run did: where it wrote, how long, its last step record and its final evaluation."""
+
+    output_dir: str
+    steps: int  # optimizer steps of the whole run (resumed ones included)
+    wall_seconds: float  # this process's run, set-up included
+    last: dict  # the last step's events.jsonl record ({} when a resume had no step left)
+    eval: dict  # the suite's summary of the final model ({} without eval.at_end)
+
+
 @dataclass
 class StepBatch:
     """One optimizer step's micro-batches on this rank, and the global counts its losses are means over."""
@@ -311,7 +322,7 @@ def evaluate_now(run: UnlearnRun, out, step: int, events: EventLog, final: bool)
     return keep
 
 
-def run_unlearn(cfg: RunConfig, resume: bool = False) -> dict:
+def run_unlearn(cfg: RunConfig, resume: bool = False) -> UnlearnResult:
     dist.init_distributed()
     check_output_dir(cfg, "unlearn", resume=resume)
     # --resume: LATEST, checksums, pickle scan and every rank's state, before any model is loaded
@@ -328,7 +339,7 @@ def run_unlearn(cfg: RunConfig, resume: bool = False) -> dict:
         release_output_dir(out)
 
 
-def _run_locked(run: UnlearnRun, cfg: RunConfig, out, t0: float, resume: bool, start: int) -> dict:
+def _run_locked(run: UnlearnRun, cfg: RunConfig, out, t0: float, resume: bool, start: int) -> UnlearnResult:
     events = EventLog(RunDir(out).events, cfg, job="unlearn")
     events.log("resume" if resume else "start", objective=cfg.objective.name, gru=cfg.geometry.gru,
                steps=run.steps, from_step=start, world=run.world,
@@ -373,7 +384,7 @@ def _loop(run: UnlearnRun, cfg: RunConfig, out, events: EventLog, bar, last: dic
             events.log("checkpoint", step=step + 1)
 
 
-def _finish(run: UnlearnRun, cfg: RunConfig, out, events: EventLog, t0: float, last: dict) -> dict:
+def _finish(run: UnlearnRun, cfg: RunConfig, out, events: EventLog, t0: float, last: dict) -> UnlearnResult:
     """Save the model and the final deltas, evaluate, close the log; the run's summary."""
     # A model/ already here is this run's own (the directory is locked and its marker is ours): a --resume after
     # a crash past this point. Replace it: the weights now in the engine are the ones this run ends with.
@@ -387,4 +398,4 @@ def _finish(run: UnlearnRun, cfg: RunConfig, out, events: EventLog, t0: float, l
         events.log_model(RunDir(out).model, f"unlearned-{cfg.objective.name}")
     wall = round(time.time() - t0, 1)
     events.log("done", steps=run.steps, wall_seconds=wall)
-    return {"output_dir": str(out), "steps": run.steps, "wall_seconds": wall, "last": last, "eval": summary}
+    return UnlearnResult(str(out), run.steps, wall, last, summary)

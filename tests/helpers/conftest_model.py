@@ -114,4 +114,4 @@ def unlearn_runs(runs: list[tuple[list[str], bool]]) -> list[str]:
     from dsunlearn.config_io import load_config
     from dsunlearn.recipes.unlearn import run_unlearn
 
-    return [run_unlearn(load_config("tiny_npo", ov), resume=resume)["output_dir"] for ov, resume in runs]
+    return [run_unlearn(load_config("tiny_npo", ov), resume=resume).output_dir for ov, resume in runs]
