@@ -105,17 +105,19 @@ class DataConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
-# The objectives registry imports torch; the config stays importable without it, so it is read on first use.
+# The objectives' names and hyper-parameters, read without importing torch (`objective_catalog.py`): a config
+# is validated, and a bad one refused, before any heavy import.
 def _objective_names() -> tuple[str, ...]:
-    from dsunlearn.objectives import OBJECTIVES
+    from dsunlearn.objective_catalog import hyperparameter_table
 
-    return tuple(OBJECTIVES)
+    return tuple(hyperparameter_table())
 
 
 def _hyperparameter_types() -> dict[str, type]:
-    from dsunlearn.objectives import hyperparameter_types
+    from dsunlearn.hyperparams import types_of
+    from dsunlearn.objective_catalog import hyperparameter_table
 
-    return hyperparameter_types()
+    return types_of(hyperparameter_table())
 
 
 @dataclass
@@ -123,7 +125,7 @@ class ObjectiveConfig:
     """The forget objective and its coefficients; its own hyper-parameters are flat keys (`objective.beta`).
 
     `params` holds them: which keys exist, their types, defaults and bounds are the keyword-only parameters of
-    the objective's function (`dsunlearn/objectives/hparams.py`), so an objective with a new parameter needs no
+    the objective's function (`dsunlearn/hyperparams.py`), so an objective with a new parameter needs no
     edit here. `validate` fills in the defaults, so the written config.yaml shows every effective value.
     """
 
@@ -235,12 +237,13 @@ def _check_hyperparameters(o: ObjectiveConfig) -> dict[str, tuple]:
     does not take it (`objective.beta=0` with `ga` is reported as beta <= 0, as it always was). The sign comes
     from the declared range's lower bound: lo > 0 means "> 0", lo == 0 ">= 0", below 0 only "finite".
     """
-    from dsunlearn.objectives import OBJECTIVES
+    from dsunlearn.objective_catalog import hyperparameter_table
 
-    specs = [OBJECTIVES[o.name], *OBJECTIVES.values()]
+    table = hyperparameter_table()
+    declarations = [table[o.name], *table.values()]
     ranges = {}
     for key, value in o.params.items():
-        rng = next(s.hyperparams[key].range for s in specs if key in s.hyperparams)
+        rng = next(params[key].range for params in declarations if key in params)
         if value is None or rng is None or isinstance(value, bool):
             continue
         if rng.lo < 0:
@@ -291,9 +294,11 @@ def validate(cfg: RunConfig) -> RunConfig:
         d.retain_split = retain_split_for(d.forget_split)
     check_bounds(cfg, hyperparameter_ranges)  # every numeric field within what it can mean (config_bounds.BOUNDS)
     check_tiny(cfg.model.tiny)
-    from dsunlearn.objectives import get_objective  # torch: read on first use (see _objective_names)
+    from dsunlearn.hyperparams import resolve
+    from dsunlearn.objective_catalog import hyperparameter_table
 
     # The signature's defaults updated with the config's, so config.yaml shows every effective value; a key the
     # objective does not take is refused naming the allowed ones.
-    o.params = get_objective(o.name).resolve(o.params)
+    declared = hyperparameter_table()[o.name]
+    o.params = resolve(o.name, {k: hp.default for k, hp in declared.items()}, o.params, "objective")
     return cfg

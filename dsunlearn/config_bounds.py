@@ -5,7 +5,7 @@ builds 10^9 batch indices, `run.seed=10**14` overflows the sampler's seed arithm
 even be printed (`int.__str__` refuses past 4300 digits). So every int and float field of `RunConfig` has a
 range here, checked by `config.validate` before anything runs; `tests/unit/test_config_bounds.py` asserts no
 numeric field is left out. The objectives' own hyper-parameters (`objective.beta`, ...) are bounded where they
-are declared, in their function's signature (`objectives/hparams.py`), and checked here the same way.
+are declared, in their function's signature (`dsunlearn/hyperparams.py`), and checked here the same way.
 Bounds that need the data or the model (global batch <= dataset size, generation caps <= the model's
 `max_position_embeddings`) are checked where those are known, still before any run directory is written
 (`data/sampler.py`, `check_generation_fits` below).

@@ -286,7 +286,7 @@ def check_output_dir(cfg: RunConfig, command: str, resume: bool = False) -> Path
     `prepare_output_dir` once that set-up worked, so a bad input never leaves a half-created run directory.
     """
     if command in TRAIN_COMMANDS:
-        from dsunlearn.engine.batch import resolve_batch
+        from dsunlearn.batch_size import resolve_batch
 
         resolve_batch(cfg.engine, dist.world_size())
     out = Path(cfg.run.output_dir)

@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 from dsunlearn import dist
+from dsunlearn.batch_size import resolve_batch
 from dsunlearn.config import EngineConfig
-from dsunlearn.engine.batch import resolve_batch
 from dsunlearn.errors import ConfigError
 
 SHIPPED_DS = Path(__file__).resolve().parent.parent / "ds_configs"

@@ -3,7 +3,7 @@
 Every forget objective has the signature ``fn(logp, mask, ref_logp=None, *, **hparams) -> LossTerms`` with
 ``logp, mask, ref_logp: [B, T']`` from ``token_logprobs`` (already shifted, 0 off the mask). All are
 losses to MINIMISE, exactly as in docs/methods.md. Its keyword-only parameters ARE its hyper-parameters: their
-defaults, types and ranges are read from the signature (``hparams.py``), and the config takes them as
+defaults, types and ranges are read from the signature (``dsunlearn/hyperparams.py``), and the config takes them as
 ``objective.<name>``. The engine looks objectives up by config name:
 
     o = cfg.objective
@@ -26,11 +26,11 @@ from types import MappingProxyType
 from typing import Any
 
 from dsunlearn.errors import ConfigError
+from dsunlearn.hyperparams import HyperParam, Range, hyperparameters, resolve, types_of
 
 from .ga import ga
 from .graddiff import RETAIN_LOSS as _GRADDIFF_RETAIN_LOSS
 from .graddiff import graddiff
-from .hparams import HyperParam, Range, hyperparameters
 from .logprobs import IGNORE_INDEX, mean_nll, sequence_logprob, token_logprobs
 from .npo import npo
 from .regularizers import kl, nll
@@ -47,18 +47,6 @@ def _frozen(d: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
     return MappingProxyType(dict(d or {}))
 
 
-def _resolve(name: str, defaults: Mapping[str, Any], overrides: Mapping[str, Any] | None, where: str) -> dict:
-    params = dict(defaults)
-    for key, value in (overrides or {}).items():
-        if value is None:  # the config's "null = default"
-            continue
-        if key not in params:
-            allowed = ", ".join(sorted(params)) or "none"
-            raise ConfigError(f"{where}.{key}: not a hyper-parameter of '{name}' (allowed: {allowed})")
-        params[key] = value
-    return params
-
-
 @dataclass(frozen=True)
 class ObjectiveSpec:
     """How the engine calls one forget objective.
@@ -72,7 +60,7 @@ class ObjectiveSpec:
         paper: link to the paper that defines the objective.
         risk_is_negative_loss: the forget loss is minus the answer NLL (GA, and GradDiff's forget term), so
             grad R(D_f) = -grad L_u(D_f) and the G-effect reuses the objective's gradient (no extra backward).
-        hyperparams: (derived) ``fn``'s keyword-only parameters: name, default, type, range (``hparams.py``).
+        hyperparams: (derived) ``fn``'s keyword-only parameters: name, default, type, range (``hyperparams.py``).
     """
 
     name: str
@@ -98,7 +86,7 @@ class ObjectiveSpec:
         Raises ConfigError ``"<where>.<key>: not a hyper-parameter of '<name>' (allowed: ...)"`` for a
         non-None key the objective does not take, e.g. ``alpha`` for ``npo``.
         """
-        return _resolve(self.name, self.defaults, overrides, where)
+        return resolve(self.name, self.defaults, overrides, where)
 
 
 @dataclass(frozen=True)
@@ -121,7 +109,7 @@ class RegularizerSpec:
 
     def resolve(self, overrides: Mapping[str, Any] | None = None, where: str = "objective") -> dict:
         """Defaults updated with ``overrides``; ConfigError naming ``where`` for an unknown key."""
-        return _resolve(self.name, self.defaults, overrides, where)
+        return resolve(self.name, self.defaults, overrides, where)
 
 
 OBJECTIVES: dict[str, ObjectiveSpec] = {
@@ -161,14 +149,7 @@ def hyperparameter_types() -> dict[str, type]:
 
     Raises TypeError if two objectives give one name different types (one key, one type in the config).
     """
-    types: dict[str, type] = {}
-    for spec in OBJECTIVES.values():
-        for key, hp in spec.hyperparams.items():
-            if types.setdefault(key, hp.type) is not hp.type:
-                raise TypeError(
-                    f"hyper-parameter {key!r} is {types[key].__name__} elsewhere, {hp.type.__name__} in {spec.name!r}"
-                )
-    return dict(sorted(types.items()))
+    return types_of({name: spec.hyperparams for name, spec in OBJECTIVES.items()})
 
 
 def get_regularizer(name: str) -> RegularizerSpec:

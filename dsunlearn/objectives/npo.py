@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dsunlearn.hyperparams import Beta
+
 from ._common import check_inputs, masked, sequence_terms
-from .hparams import Beta
 from .logprobs import sequence_logprob
 from .types import LossTerms
 

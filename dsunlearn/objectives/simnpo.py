@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dsunlearn.hyperparams import Beta, Delta
+
 from ._common import check_inputs, masked, sequence_terms
-from .hparams import Beta, Delta
 from .logprobs import mean_nll, sequence_logprob
 from .types import LossTerms
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 
+from dsunlearn.hyperparams import Beta
+
 from ._common import check_inputs, masked, token_terms
-from .hparams import Beta
 from .types import LossTerms
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 
+from dsunlearn.hyperparams import Alpha
+
 from ._common import check_inputs, masked, token_terms
-from .hparams import Alpha
 from .types import LossTerms
 
 

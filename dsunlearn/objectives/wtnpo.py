@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 
+from dsunlearn.hyperparams import Alpha, Beta
+
 from ._common import check_inputs, masked, token_terms
-from .hparams import Alpha, Beta
 from .tnpo import tnpo_weights
 from .types import LossTerms
 

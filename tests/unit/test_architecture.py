@@ -30,7 +30,15 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     "objectives": ("dsunlearn.objectives",),
     "models": ("dsunlearn.models",),
     "data": ("dsunlearn.data",),
-    "config": ("dsunlearn.config", "dsunlearn.config_io", "dsunlearn.config_bounds"),
+    # objective_catalog: the registry's names and hyper-parameters for the config, read without torch
+    # batch_size: micro x world x accum = global, torch-free (the run dir's early checks ask it)
+    "config": (
+        "dsunlearn.config",
+        "dsunlearn.config_io",
+        "dsunlearn.config_bounds",
+        "dsunlearn.objective_catalog",
+        "dsunlearn.batch_size",
+    ),
     # run_layout: RunDir, the one owner of a run directory's layout (issue 13 item 3)
     "rundir": (
         "dsunlearn.rundir",
@@ -40,7 +48,14 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
         "dsunlearn.manifest",
     ),
     "tracking": ("dsunlearn.tracking", "dsunlearn.report", "dsunlearn.plots"),
-    "leaf": ("dsunlearn", "dsunlearn.errors", "dsunlearn.fsutil", "dsunlearn.dist", "dsunlearn.safetensors_writer"),
+    "leaf": (
+        "dsunlearn",
+        "dsunlearn.errors",
+        "dsunlearn.fsutil",
+        "dsunlearn.dist",
+        "dsunlearn.safetensors_writer",
+        "dsunlearn.hyperparams",
+    ),
 }
 
 EVERYTHING = frozenset(COMPONENTS)
@@ -67,10 +82,9 @@ SHARED: dict[str, str] = {
     "dsunlearn.suites": "the suite registry: names and get_suite (the config validates data.suite against it)",
     "dsunlearn.engine.partitioning": "how ZeRO-3 marks a partitioned parameter (models/, eval/ ask it)",
     "dsunlearn.uipe.delta_format": "the delta files' names, metadata and fix-up keys (writer and reader)",
-    "dsunlearn.engine.batch": "the batch arithmetic micro x world x accum = global (torch-free: early run-dir checks)",
     "dsunlearn.engine.process_group": "DeepSpeed's process-group set-up and accelerator choice (dist calls it)",
 }
-OBJECTIVES_MAY_IMPORT = {"dsunlearn.errors"}
+OBJECTIVES_MAY_IMPORT = {"dsunlearn.errors", "dsunlearn.hyperparams"}
 OBJECTIVES_THIRD_PARTY = {"torch"}
 DEEPSPEED_ONLY_IN = "engine"
 

@@ -14,8 +14,8 @@ import yaml
 
 from dsunlearn.config_io import config_to_dict, dump_config, load_config
 from dsunlearn.errors import ConfigError
+from dsunlearn.hyperparams import Beta
 from dsunlearn.objectives import OBJECTIVES, LossTerms, ObjectiveSpec, Range, hyperparameter_types, hyperparameters
-from dsunlearn.objectives.hparams import Beta
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -56,19 +56,33 @@ def test_not_a_run_is_one_message(tmp_path):
         ["extrapolate", "--run", "{user_dir}", "--alpha", "1"],
     ],
 )
-def test_refusals_import_neither_deepspeed_nor_transformers(tmp_path: Path, argv):
-    """The cheap checks come before the heavy imports. torch is imported by the config's validation (the
-    objectives' hyper-parameters are read from their functions' signatures, whose modules import torch)."""
+def test_refusals_import_neither_torch_nor_deepspeed(tmp_path: Path, argv):
+    """The cheap checks come before the heavy imports (about 5 s of torch + DeepSpeed per refused command)."""
     user_dir = tmp_path / "user_dir"
     user_dir.mkdir()
     (user_dir / "notes.txt").write_text("mine")
     argv = [a.format(user_dir=user_dir) for a in argv]
     code = (
         "import sys\nfrom dsunlearn.cli import main\nrc = main(sys.argv[1:])\n"
-        "heavy = [m for m in ('deepspeed', 'transformers') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'deepspeed', 'transformers') if m in sys.modules]\n"
         "print('heavy:', heavy, 'rc:', rc)\n"
     )
     r = subprocess.run([sys.executable, "-c", code, *argv], env=cli_env(), cwd=tmp_path, capture_output=True,
                        text=True, timeout=120)  # fmt: skip
     assert "heavy: [] rc: 2" in r.stdout, r.stdout + r.stderr[-2000:]
     assert r.stderr.count("error:") == 1, r.stderr[-2000:]
+
+
+def test_a_refusal_without_ds_accelerator_set_imports_no_torch(tmp_path: Path):
+    """Without DS_ACCELERATOR the engine package picks DeepSpeed's accelerator with torch: a refusal never
+    imports the engine package (the batch arithmetic it needs is `batch_size.py`)."""
+    env = {k: v for k, v in cli_env().items() if k != "DS_ACCELERATOR"}
+    code = (
+        "import sys\nfrom dsunlearn.cli import main\n"
+        "rc = main(['finetune', '--config', 'tiny_finetune', 'engine.micro_batch_size=3', "
+        "'engine.global_batch_size=8'])\n"
+        "print('heavy:', [m for m in ('torch', 'dsunlearn.engine') if m in sys.modules], 'rc:', rc)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120)  # fmt: skip
+    assert "heavy: [] rc: 2" in r.stdout, r.stdout + r.stderr[-2000:]

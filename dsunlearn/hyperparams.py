@@ -1,4 +1,5 @@
-"""Hyper-parameters of an objective, declared once: in its function's signature.
+"""Hyper-parameters of an objective, declared once: in its function's signature (torch-free: the config reads
+them before any heavy import, see `objective_catalog.py`).
 
 An objective's hyper-parameters are the keyword-only parameters of its function, each with a type, a
 default and (for numbers) a ``Range`` in its ``Annotated`` type::
@@ -69,12 +70,49 @@ def hyperparameters(fn: Callable) -> Mapping[str, HyperParam]:
     for p in params.values():
         if p.kind is not p.KEYWORD_ONLY:
             continue
-        hint = hints.get(p.name)
-        if p.default is p.empty or hint is None:
-            raise TypeError(f"objective {name}: hyper-parameter {p.name} needs an annotation and a default")
-        base, *extras = typing.get_args(hint) if typing.get_origin(hint) is Annotated else (hint,)
-        rng = next((e for e in extras if isinstance(e, Range)), None)
-        if base in (int, float) and rng is None:
-            raise TypeError(f"objective {name}: numeric hyper-parameter {p.name} needs Annotated[..., Range(...)]")
-        out[p.name] = HyperParam(p.name, p.default, base, rng)
+        out[p.name] = declared(name, p.name, hints.get(p.name), p.default is p.empty, p.default)
     return MappingProxyType(out)
+
+
+def declared(fn_name: str, name: str, hint: Any, no_default: bool, default: Any) -> HyperParam:
+    """One keyword-only parameter `name` of objective `fn_name` with annotation `hint` as a HyperParam; the
+    TypeErrors of `hyperparameters` for a missing default or annotation, or a number without a Range."""
+    if no_default or hint is None:
+        raise TypeError(f"objective {fn_name}: hyper-parameter {name} needs an annotation and a default")
+    base, *extras = typing.get_args(hint) if typing.get_origin(hint) is Annotated else (hint,)
+    rng = next((e for e in extras if isinstance(e, Range)), None)
+    if base in (int, float) and rng is None:
+        raise TypeError(f"objective {fn_name}: numeric hyper-parameter {name} needs Annotated[..., Range(...)]")
+    return HyperParam(name, default, base, rng)
+
+
+def resolve(name: str, defaults: Mapping[str, Any], overrides: Mapping[str, Any] | None, where: str) -> dict:
+    """`defaults` updated with `overrides` (None keeps the default: the config's "null = default").
+
+    Raises ConfigError ``"<where>.<key>: not a hyper-parameter of '<name>' (allowed: ...)"`` for a non-None key
+    that `name` does not take.
+    """
+    from dsunlearn.errors import ConfigError
+
+    params = dict(defaults)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in params:
+            allowed = ", ".join(sorted(params)) or "none"
+            raise ConfigError(f"{where}.{key}: not a hyper-parameter of '{name}' (allowed: {allowed})")
+        params[key] = value
+    return params
+
+
+def types_of(table: Mapping[str, Mapping[str, HyperParam]]) -> dict[str, type]:
+    """{key: type} over every objective's hyper-parameters in `table` ({objective: {key: HyperParam}}), sorted:
+    the config keys ``objective.<key>``. TypeError if two objectives give one key different types."""
+    types: dict[str, type] = {}
+    for objective, params in table.items():
+        for key, hp in params.items():
+            if types.setdefault(key, hp.type) is not hp.type:
+                raise TypeError(
+                    f"hyper-parameter {key!r} is {types[key].__name__} elsewhere, {hp.type.__name__} in {objective!r}"
+                )
+    return dict(sorted(types.items()))

@@ -1,6 +1,7 @@
 """The batch arithmetic of a run: micro x world x accumulation == global batch (config and world size only).
 
-No torch here: `rundir.check_output_dir` refuses an impossible batch before the heavy imports.
+No torch here (nor the `engine` package, whose import picks DeepSpeed's accelerator with torch):
+`rundir.check_output_dir` refuses an impossible batch before the heavy imports.
 """
 
 from __future__ import annotations
