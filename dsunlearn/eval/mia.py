@@ -16,7 +16,8 @@ The definitions are open-unlearning's (`src/evals/metrics/mia/`, `memorization.p
     Min-K%      -mean of the n_k lowest logp_i,  n_k = max(1, int(n * k))
     Min-K%++    -mean of the n_k lowest z_i,     z_i = (logp_i - mu_i) / sqrt(max(var_i, 1e-6))
     AUC         P(score(holdout) > score(forget)) + P(equal) / 2   (forget = label 0, holdout = label 1)
-    PrivLeak    (AUC - AUC_retrain) / AUC_retrain x 100
+    MUSE AUC    the same ROC on minus the score: P(score(forget) > score(holdout)) + P(equal) / 2
+    PrivLeak    (MUSE AUC - AUC_retrain) / AUC_retrain x 100
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ import math
 import zlib
 from collections.abc import Sequence
 
-# MUSE's hard-coded AUC of its retrained models (muse_bench, Min-K% at k = 0.4): the PrivLeak reference when
-# no retrained model's own log is given.
-MUSE_AUC_RETRAIN = {"news": 0.4772, "books": 0.5393}
+# MUSE's hard-coded AUC of its retrained models (muse_bench constants.py, key forget_holdout_Min-40%), the
+# PrivLeak reference when no retrained model's own log is given; the literals as the official file has them.
+MUSE_AUC_RETRAIN = {"news": 0.47719999999999996, "books": 0.5392999999999999}
 MUSE_MIN_K = 0.4  # MUSE's PrivLeak attack
 MIN_K = 0.2  # open-unlearning's default k
 VAR_FLOOR = 1e-6  # open-unlearning clamps the vocabulary variance of Min-K%++ here
@@ -89,8 +90,7 @@ def auc(forget_scores: Sequence[float], holdout_scores: Sequence[float]) -> floa
     ``roc_auc_score([0]*F + [1]*H, scores)``). Exact: counted over sorted scores in O((F + H) log(F + H)).
 
     With a score where higher means "less likely seen" (LOSS, Min-K%), a model that remembers its forget set
-    gives AUC near 1, one that never saw it about 0.5. MUSE's PrivLeak AUC is the same number: it ranks by
-    minus the score with the labels reversed.
+    gives AUC near 1, one that never saw it about 0.5 (open-unlearning's MIA AUC). MUSE's is `muse_auc`.
     """
     if not len(forget_scores) or not len(holdout_scores):
         raise ValueError("auc needs at least one forget and one holdout score")
@@ -112,9 +112,17 @@ def auc(forget_scores: Sequence[float], holdout_scores: Sequence[float]) -> floa
     return (rank_sum_holdout - n_h * (n_h + 1) / 2) / (n_f * n_h)
 
 
+def muse_auc(forget_scores: Sequence[float], holdout_scores: Sequence[float]) -> float:
+    """MUSE's PrivLeak AUC: the ROC of minus the score, forget = label 0, holdout = label 1, i.e.
+    P(score(forget) > score(holdout)) + P(equal) / 2 = 1 - `auc` (counted exactly, not as 1 - x). Near 0 for a
+    model that remembers its forget set (MUSE's targets: PrivLeak about -100), about 0.5 for one never trained
+    on it. open-unlearning's PrivLeak takes 1 - its AUC: the same number."""
+    return auc([-float(s) for s in forget_scores], [-float(s) for s in holdout_scores])
+
+
 def privleak(auc_model: float, auc_retrain: float) -> float:
-    """MUSE's PrivLeak: (AUC - AUC_retrain) / AUC_retrain x 100; about 0 for a model that leaks no more than one
-    never trained on the forget set, strongly negative for one that remembers it (ranked as MUSE ranks)."""
+    """MUSE's PrivLeak: (AUC - AUC_retrain) / AUC_retrain x 100 with both AUCs `muse_auc`s; about 0 for a model
+    that leaks no more than one never trained on the forget set, about -100 for one that remembers it."""
     if not auc_retrain > 0:
         raise ValueError(f"privleak: AUC_retrain must be > 0, got {auc_retrain}")
     return (auc_model - auc_retrain) / auc_retrain * 100.0

@@ -87,12 +87,16 @@ def test_auc_against_scipy_and_pair_counting():
 
 
 def test_privleak_and_the_muse_sign():
-    # a model that remembers its forget set: Min-K% scores of forget items low, holdout high -> AUC 1; MUSE ranks
-    # by minus the score with the labels reversed and gets the same AUC
+    # a model that remembers its forget set: Min-K% scores of forget items low, holdout high -> open-unlearning's
+    # AUC 1, MUSE's AUC (ROC of minus the score, same labels) 0 -> PrivLeak -100
     forget, holdout = [0.5, 0.7], [2.0, 3.0]
-    auc = mia.auc(forget, holdout)
-    assert auc == mia.auc([-s for s in holdout], [-s for s in forget]) == 1.0
-    assert mia.privleak(auc, mia.MUSE_AUC_RETRAIN["news"]) == pytest.approx((1 - 0.4772) / 0.4772 * 100)
+    assert mia.auc(forget, holdout) == 1.0 and mia.muse_auc(forget, holdout) == 0.0
+    assert mia.privleak(mia.muse_auc(forget, holdout), mia.MUSE_AUC_RETRAIN["news"]) == -100.0
+    # ties: MUSE's AUC is exactly 1 - AUC; pairs (0.5, 0.5) tie, (0.5, 2) holdout higher, (1, 0.5) forget higher...
+    forget, holdout = [0.5, 1.0], [0.5, 2.0]
+    assert mia.auc(forget, holdout) == 0.625 and mia.muse_auc(forget, holdout) == 0.375
+    assert mia.MUSE_AUC_RETRAIN == {"news": 0.47719999999999996, "books": 0.5392999999999999}  # muse_bench's
+    assert mia.privleak(0.6, 0.5) == pytest.approx(20.0)
     assert mia.privleak(0.4772, 0.4772) == 0.0
     with pytest.raises(ValueError):
         mia.privleak(0.5, 0.0)
