@@ -62,7 +62,20 @@ def _evaluate(model_dir):
     zero3 = evaluate(engine.module, tok, DATA, EVAL)  # partitioning detected
     official_zero3 = evaluate(engine.module, tok, *OFFICIAL)
     assert engine.module.training
-    return plain, zero3, official, official_zero3
+    stats = (_token_stats(load_causal_lm(model_dir), tok), _token_stats(engine.module, tok))
+    return plain, zero3, official, official_zero3, stats
+
+
+def _token_stats(module, tok):
+    """Per-token statistics (the membership-inference inputs) of 5 items in batches of 2 (an odd number of
+    batches: a dummy round on 2 ranks)."""
+    from dsunlearn.data.collate import encode_qa, pad_id_of
+    from dsunlearn.eval.token_stats import item_token_stats
+
+    qa = [("Who?", "Alice."), ("Where was it written?", "In a town by the sea."), ("When?", "In 1999."),
+          ("Why?", "Because it rained."), ("How long?", "Three years and a day.")]  # fmt: skip
+    encoded = [encode_qa(tok, q, a, 64, "refuse", f"item {i}") for i, (q, a) in enumerate(qa)]
+    return item_token_stats(module, encoded, batch_size=2, pad_id=pad_id_of(tok))
 
 
 def _check(a, b, atol):
@@ -78,9 +91,16 @@ def _check(a, b, atol):
 def test_one_rank_equals_two_ranks_plain_and_zero3(model_dir):
     (one,) = run_distributed(_evaluate, 1, model_dir)
     two = run_distributed(_evaluate, 2, model_dir)
-    plain1, zero3_1, off1, off_zero3_1 = one
+    plain1, zero3_1, off1, off_zero3_1, stats1 = one
     assert two[0] == two[1]  # every rank returns the whole log
-    plain2, zero3_2, off2, off_zero3_2 = two[0]
+    plain2, zero3_2, off2, off_zero3_2, stats2 = two[0]
+    # membership-inference inputs: the same floats on 1 and 2 ranks (plain), float noise only under ZeRO-3
+    assert stats1[0] == stats2[0]
+    for a, b in ((stats1[0], stats1[1]), (stats1[0], stats2[1])):
+        for x, y in zip(a, b, strict=True):
+            assert x.label == y.label and x.pred == y.pred and len(x.logp) > 0
+            for key in ("logp", "mu", "var"):
+                assert getattr(x, key) == pytest.approx(getattr(y, key), abs=1e-5), key
     _check(off1, off2, atol=0)  # TOFU's per-batch cap: batches are global, so the same on 1 and 2 ranks
     _check(off1, off_zero3_1, atol=1e-5)
     _check(off1, off_zero3_2, atol=1e-5)

@@ -1,0 +1,96 @@
+"""Per-token statistics of the scored tokens, for the membership-inference and memorization scores (`mia.py`).
+
+At each scored position t (the causal shift of `objectives/logprobs.py`: logits at t predict labels[t+1]):
+
+    logp[t] = log p(y_t)                          the label's log-probability
+    mu[t]   = sum_v p(v) log p(v)                 (Min-K%++'s mean, minus the entropy)
+    var[t]  = sum_v p(v) log p(v)^2 - mu[t]^2     (Min-K%++'s variance)
+    pred[t] = argmax_v logits[t, v]               (exact memorization, extraction strength)
+
+all from one pass over the logits in chunks of positions: only one chunk is upcast to float32 at a time, so
+no float32 [B, T, V] tensor exists (a 128k vocabulary would make it several GB). Sharded over ranks exactly as
+`nll.py` (fixed global batches dealt round-robin, dummy rounds under ZeRO-3, gathered in item order), so the
+numbers do not depend on the world size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dsunlearn import dist
+from dsunlearn.data.collate import Encoded, pad_batch
+from dsunlearn.data.sharding import gather_items, round_robin_rounds
+from dsunlearn.engine.partitioning import module_is_partitioned
+from dsunlearn.objectives._common import chunk_len, compute_dtype
+from dsunlearn.objectives.logprobs import IGNORE_INDEX
+
+
+@dataclass(frozen=True)
+class TokenStats:
+    """One item's scored tokens, in order: equal-length lists (float32 arithmetic, float64 for float64 logits)."""
+
+    logp: list[float]
+    mu: list[float]
+    var: list[float]
+    pred: list[int]
+    label: list[int]
+
+
+def vocab_stats(logits: torch.Tensor, labels: torch.Tensor, *, chunk_size: int | None = None) -> dict:
+    """{logp, mu, var, pred: [B, T-1], mask: [B, T-1] bool} of `logits [B, T, V]`, `labels [B, T]` (-100 off
+    the scored tokens), the causal shift applied; values at masked positions are left as computed (use `mask`).
+
+    Example (V = 2, T = 2): logits [[[0, ln 3], [9, 9]]], labels [[-100, 1]] -> p = (1/4, 3/4),
+    logp = ln 3/4, mu = (1/4) ln 1/4 + (3/4) ln 3/4, pred = 1.
+    """
+    b, t, _ = logits.shape
+    cdt = compute_dtype(logits.dtype)
+    shifted = labels[:, 1:]
+    mask = shifted != IGNORE_INDEX
+    safe = torch.where(mask, shifted, torch.zeros_like(shifted))
+    out = {k: torch.empty(b, max(t - 1, 0), dtype=cdt, device=logits.device) for k in ("logp", "mu", "var")}
+    pred = torch.empty(b, max(t - 1, 0), dtype=torch.long, device=logits.device)
+    chunk = chunk_len(logits, chunk_size)
+    for s in range(0, t - 1, chunk):
+        e = min(s + chunk, t - 1)
+        x = logits[:, s:e].to(cdt)  # the only upcast copy, one chunk at a time
+        lv = x - torch.logsumexp(x, dim=-1, keepdim=True)  # log p(v), [B, c, V]
+        p = lv.exp()
+        mu = (p * lv).sum(-1)
+        out["mu"][:, s:e] = mu
+        out["var"][:, s:e] = (p * lv.square()).sum(-1) - mu.square()
+        out["logp"][:, s:e] = lv.gather(-1, safe[:, s:e, None]).squeeze(-1)
+        pred[:, s:e] = x.argmax(-1)
+    return {**out, "pred": pred, "mask": mask}
+
+
+@torch.no_grad()
+def item_token_stats(module, encoded: list[Encoded], batch_size: int, pad_id: int) -> list[TokenStats]:
+    """TokenStats of every item (its label tokens: answer + EOS, or a text window's tokens); all ranks get the
+    full list. `module` is an HF causal LM or a DeepSpeed engine's `.module` (ZeRO-3 included: every rank must
+    call this)."""
+    was_training = module.training
+    module.eval()
+    device = next(module.parameters()).device
+    lockstep = dist.world_size() > 1 and module_is_partitioned(module)
+    mine: dict[int, TokenStats] = {}
+    for idx in round_robin_rounds(len(encoded), batch_size, dist.rank(), dist.world_size()):
+        if idx is None and not lockstep:
+            continue  # only ZeRO-3's collective parameter gathers need the dummy forward
+        rows = idx if idx is not None else [0]
+        batch = {k: v.to(device) for k, v in pad_batch([encoded[i] for i in rows], pad_id).items()}
+        logits = module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        stats = vocab_stats(logits, batch["labels"])
+        if idx is None:
+            continue
+        for row, i in enumerate(idx):
+            keep = stats["mask"][row]
+            mine[i] = TokenStats(
+                *(stats[k][row][keep].double().cpu().tolist() for k in ("logp", "mu", "var")),
+                pred=stats["pred"][row][keep].cpu().tolist(),
+                label=batch["labels"][row, 1:][keep].cpu().tolist(),
+            )
+    module.train(was_training)
+    return gather_items(mine, len(encoded))
