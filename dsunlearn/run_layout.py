@@ -154,16 +154,3 @@ class RunDir:
         if not root.is_dir():
             return []
         return sorted(p.name for p in root.iterdir() if TAG_RE.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
-
-
-# The function forms the engine and the offline tools call (`out` is the run directory).
-def checkpoint_dir(out: Path, tag: str, where: str) -> Path:
-    return RunDir(out).checkpoint_dir(tag, where)
-
-
-def latest_tag(out: Path) -> str | None:
-    return RunDir(out).latest_tag()
-
-
-def saved_tags(out: Path) -> list[str]:
-    return RunDir(out).saved_tags()

@@ -38,7 +38,6 @@ from dsunlearn.run_layout import (
     TAG_RE,
     RunDir,
     extra_name,
-    latest_tag,
     tag_of,
 )
 
@@ -167,7 +166,7 @@ def check_resume_state(out: Path) -> tuple[str, RankState]:
 
     problem = None
     try:
-        tag = latest_tag(out) if dist.is_main() else None
+        tag = RunDir(out).latest_tag() if dist.is_main() else None
         if dist.is_main() and tag is None:
             raise RunError(f"cannot --resume: '{out}' has no complete checkpoint (checkpoints/{LATEST} missing)")
     except RunError as e:

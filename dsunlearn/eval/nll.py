@@ -9,6 +9,8 @@ collectively), so ranks with no batch left run a dummy one and discard it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -20,6 +22,31 @@ from dsunlearn.objectives.logprobs import token_logprobs
 
 
 @torch.no_grad()
+def per_item_forward(module, encoded: list[Encoded], batch_size: int, pad_id: int, per_batch: Callable) -> list:
+    """`per_batch(batch, logits)` -> one value per row, for every item, in item order on all ranks.
+
+    `batch` is the right-padded {input_ids, attention_mask, labels} [B, T] of a global batch, `logits` [B, T, V]
+    the module's. `module` is an HF causal LM (or a DeepSpeed engine's `.module`, ZeRO-3 included; all ranks
+    must call this: under ZeRO-3 a rank with no batch left runs a dummy forward and discards it). The module is
+    put in eval mode and back.
+    """
+    was_training = module.training
+    module.eval()
+    device = next(module.parameters()).device
+    lockstep = dist.world_size() > 1 and module_is_partitioned(module)
+    mine: dict[int, Any] = {}
+    for idx in round_robin_rounds(len(encoded), batch_size, dist.rank(), dist.world_size()):
+        if idx is None and not lockstep:
+            continue  # only ZeRO-3's collective parameter gathers need the dummy forward
+        rows = idx if idx is not None else [0]
+        batch = {k: v.to(device) for k, v in pad_batch([encoded[i] for i in rows], pad_id).items()}
+        logits = module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        if idx is not None:
+            mine.update(zip(idx, per_batch(batch, logits), strict=True))
+    module.train(was_training)
+    return gather_items(mine, len(encoded))
+
+
 def answer_nll_sums(module, encoded: list[Encoded], batch_size: int, pad_id: int) -> tuple[list[float], list[int]]:
     """(summed NLL over answer tokens, answer token count) per item; all ranks get the full lists.
 
@@ -27,25 +54,12 @@ def answer_nll_sums(module, encoded: list[Encoded], batch_size: int, pad_id: int
     float32 per-token log-probs. `module` is an HF causal LM (or a DeepSpeed engine's `.module`, ZeRO-3
     included; all ranks must call this). Batches are right-padded [B, T].
     """
-    was_training = module.training
-    module.eval()
-    device = next(module.parameters()).device
-    lockstep = dist.world_size() > 1 and module_is_partitioned(module)
-    mine: dict[int, tuple[float, int]] = {}
-    for idx in round_robin_rounds(len(encoded), batch_size, dist.rank(), dist.world_size()):
-        real = idx is not None
-        if not real and not lockstep:
-            continue  # only ZeRO-3's collective parameter gathers need the dummy forward
-        rows = idx if real else [0]
-        batch = {k: v.to(device) for k, v in pad_batch([encoded[i] for i in rows], pad_id).items()}
-        logits = module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    def sums_and_counts(batch, logits):
         logp, mask = token_logprobs(logits, batch["labels"])  # [B, T-1], upcasts chunk by chunk
-        sums = (-logp.double().sum(-1)).cpu().tolist()
-        counts = mask.sum(-1).cpu().tolist()
-        if real:
-            mine.update({i: (s, c) for i, s, c in zip(idx, sums, counts, strict=True)})
-    module.train(was_training)
-    merged = gather_items(mine, len(encoded))
+        return list(zip((-logp.double().sum(-1)).cpu().tolist(), mask.sum(-1).cpu().tolist(), strict=True))
+
+    merged = per_item_forward(module, encoded, batch_size, pad_id, sums_and_counts)
     return [m[0] for m in merged], [m[1] for m in merged]
 
 

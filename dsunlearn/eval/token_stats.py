@@ -8,9 +8,9 @@ At each scored position t (the causal shift of `objectives/logprobs.py`: logits 
     pred[t] = argmax_v logits[t, v]               (exact memorization, extraction strength)
 
 all from one pass over the logits in chunks of positions: only one chunk is upcast to float32 at a time, so
-no float32 [B, T, V] tensor exists (a 128k vocabulary would make it several GB). Sharded over ranks exactly as
-`nll.py` (fixed global batches dealt round-robin, dummy rounds under ZeRO-3, gathered in item order), so the
-numbers do not depend on the world size.
+no float32 [B, T, V] tensor exists (a 128k vocabulary would make it several GB). Sharded over ranks by the NLL
+pass's `nll.per_item_forward` (fixed global batches dealt round-robin, dummy rounds under ZeRO-3, gathered in
+item order), so the numbers do not depend on the world size.
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from dsunlearn import dist
-from dsunlearn.data.collate import Encoded, pad_batch
-from dsunlearn.data.sharding import gather_items, round_robin_rounds
-from dsunlearn.engine.partitioning import module_is_partitioned
+from dsunlearn.data.collate import Encoded
+from dsunlearn.eval.nll import per_item_forward
 from dsunlearn.objectives._common import chunk_len, compute_dtype
 from dsunlearn.objectives.logprobs import IGNORE_INDEX
 
@@ -66,31 +64,21 @@ def vocab_stats(logits: torch.Tensor, labels: torch.Tensor, *, chunk_size: int |
     return {**out, "pred": pred, "mask": mask}
 
 
-@torch.no_grad()
 def item_token_stats(module, encoded: list[Encoded], batch_size: int, pad_id: int) -> list[TokenStats]:
     """TokenStats of every item (its label tokens: answer + EOS, or a text window's tokens); all ranks get the
     full list. `module` is an HF causal LM or a DeepSpeed engine's `.module` (ZeRO-3 included: every rank must
     call this)."""
-    was_training = module.training
-    module.eval()
-    device = next(module.parameters()).device
-    lockstep = dist.world_size() > 1 and module_is_partitioned(module)
-    mine: dict[int, TokenStats] = {}
-    for idx in round_robin_rounds(len(encoded), batch_size, dist.rank(), dist.world_size()):
-        if idx is None and not lockstep:
-            continue  # only ZeRO-3's collective parameter gathers need the dummy forward
-        rows = idx if idx is not None else [0]
-        batch = {k: v.to(device) for k, v in pad_batch([encoded[i] for i in rows], pad_id).items()}
-        logits = module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    def rows(batch, logits) -> list[TokenStats]:
         stats = vocab_stats(logits, batch["labels"])
-        if idx is None:
-            continue
-        for row, i in enumerate(idx):
+        out = []
+        for row in range(logits.shape[0]):
             keep = stats["mask"][row]
-            mine[i] = TokenStats(
+            out.append(TokenStats(
                 *(stats[k][row][keep].double().cpu().tolist() for k in ("logp", "mu", "var")),
                 pred=stats["pred"][row][keep].cpu().tolist(),
                 label=batch["labels"][row, 1:][keep].cpu().tolist(),
-            )
-    module.train(was_training)
-    return gather_items(mine, len(encoded))
+            ))  # fmt: skip
+        return out
+
+    return per_item_forward(module, encoded, batch_size, pad_id, rows)

@@ -40,7 +40,7 @@ from dsunlearn.engine.unlearn_engine import LossFn, MicroBatch, UnlearnEngine
 from dsunlearn.errors import RunError
 from dsunlearn.fsutil import atomic_write_json
 from dsunlearn.geometry.geffect import g_effect
-from dsunlearn.run_layout import RunDir, saved_tags, tag_of
+from dsunlearn.run_layout import RunDir, tag_of
 from dsunlearn.suites import get_suite
 from dsunlearn.tracking import read_events
 from dsunlearn.unlearn_losses import global_count, nll_loss, objective_loss
@@ -56,7 +56,7 @@ def find_states(run_dir: Path) -> list[tuple[int, Path | None]]:
     delta and the final `delta/` (its step from events.jsonl). RunError if the run saved none."""
     RunDir(run_dir).require_config()
     states: dict[int, Path] = {}
-    for tag in saved_tags(run_dir):  # this run's own tags, directories inside checkpoints/ (no links)
+    for tag in RunDir(run_dir).saved_tags():  # this run's own tags, directories inside checkpoints/ (no links)
         delta = RunDir(run_dir).checkpoint_delta(tag)
         if delta.is_dir() and not delta.is_symlink():
             states[int(tag[4:])] = delta

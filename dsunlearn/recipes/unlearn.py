@@ -351,9 +351,7 @@ def _run_locked(run: UnlearnRun, cfg: RunConfig, out, t0: float, resume: bool, s
         _loop(run, cfg, out, events, bar, last)
         return _finish(run, cfg, out, events, t0, last)
     except DivergedError as e:
-        from dsunlearn.run_layout import latest_tag
-
-        tag = latest_tag(out)
+        tag = RunDir(out).latest_tag()
         kept = (
             f"the last good checkpoint is {out}/checkpoints/{tag} (dsunlearn extrapolate --checkpoint {tag} reads it)"
             if tag

@@ -22,10 +22,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-from dsunlearn.run_layout import RunDir
 
 # Kinds of training set. QA items are dicts with string `question` and `answer` (trained on the answer tokens,
 # data/collate.py); DOCUMENTS (plain text, trained on every token) is reserved for MUSE's corpora.
@@ -132,8 +129,3 @@ class Suite(abc.ABC):
     def headline(self, summary: Mapping[str, float]) -> tuple[Headline, ...]:
         """The headline numbers of `summary` (value None where it lacks one, e.g. no retain log)."""
         return tuple(dataclasses.replace(h, value=summary.get(h.key)) for h in self.HEADLINE)
-
-
-def eval_dir(out_dir: str | os.PathLike[str]) -> Path:
-    """Where a model's evaluation goes: ``<out_dir>/eval``."""
-    return RunDir(out_dir).eval

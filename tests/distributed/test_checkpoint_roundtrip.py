@@ -46,7 +46,7 @@ def _worker(model: str, z3: str, base: str) -> dict:
     from dsunlearn.config_io import load_config
     from dsunlearn.engine.checkpoint import load_checkpoint, save_checkpoint
     from dsunlearn.recipes.unlearn import UnlearnRun
-    from dsunlearn.run_layout import latest_tag
+    from dsunlearn.run_layout import RunDir
 
     out: dict = {}
     for stage in STAGES:
@@ -75,7 +75,7 @@ def _worker(model: str, z3: str, base: str) -> dict:
         res["resumed_step3"] = {"rec": fresh.step(2), "masters": _masters(fresh)}
         save_checkpoint(fresh.state, root, 3)
         ck = root / "checkpoints"
-        res["layout"] = {"latest": latest_tag(root), "entries": sorted(p.name for p in ck.iterdir())}
+        res["layout"] = {"latest": RunDir(root).latest_tag(), "entries": sorted(p.name for p in ck.iterdir())}
     return out
 
 

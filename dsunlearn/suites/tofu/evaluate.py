@@ -31,7 +31,8 @@ from dsunlearn.data import prompt_format as pf
 from dsunlearn.data.collate import encode_qa, pad_id_of
 from dsunlearn.eval.generate import greedy_generate
 from dsunlearn.eval.nll import answer_nll_sums
-from dsunlearn.suites.base import SUMMARY_FILE, eval_dir
+from dsunlearn.run_layout import RunDir
+from dsunlearn.suites.base import SUMMARY_FILE
 from dsunlearn.suites.tofu import log as tofu_log
 from dsunlearn.suites.tofu import metrics
 from dsunlearn.suites.tofu.data import eval_split_name, load_split
@@ -161,7 +162,7 @@ def write_eval(
 
     summary = metrics.aggregate(log, _as_log(retain_log))
     if dist.is_main():
-        where = eval_dir(out_dir)
+        where = RunDir(out_dir).eval
         tofu_log.save_log(where / tofu_log.AGGREGATED_FILE, log)
         atomic_write_json(where / SUMMARY_FILE, summary)
     dist.barrier()  # readers on other ranks may open the files right after
