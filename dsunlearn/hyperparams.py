@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Annotated, Any
 
+from dsunlearn.errors import ConfigError
+
 # The data arguments every objective takes first (``fn(logp, mask, ref_logp, *, **hparams)``).
 DATA_ARGS = ("logp", "mask", "ref_logp")
 
@@ -92,8 +94,6 @@ def resolve(name: str, defaults: Mapping[str, Any], overrides: Mapping[str, Any]
     Raises ConfigError ``"<where>.<key>: not a hyper-parameter of '<name>' (allowed: ...)"`` for a non-None key
     that `name` does not take.
     """
-    from dsunlearn.errors import ConfigError
-
     params = dict(defaults)
     for key, value in (overrides or {}).items():
         if value is None:
