@@ -87,7 +87,7 @@ def check(log: Any, where: str) -> dict:
             if by_index is None:
                 continue
             if not isinstance(by_index, Mapping) or set(by_index) != {str(i) for i in range(len(by_index))}:
-                raise DataError(f"{where}: metric '{name}' {BY_INDEX} must be keyed \"0\"..\"n-1\"; {fix}")
+                raise DataError(f'{where}: metric \'{name}\' {BY_INDEX} must be keyed "0".."n-1"; {fix}')
             if not all(isinstance(v, Mapping) for v in by_index.values()):
                 raise DataError(f"{where}: metric '{name}' {BY_INDEX} values must be objects; {fix}")
     return dict(log)
