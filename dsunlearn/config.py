@@ -63,6 +63,34 @@ class SyntheticConfig:
 
 
 @dataclass
+class MuseConfig:
+    """MUSE's own settings (data.suite=muse); defaults are muse_bench's (docs/evaluation.md#muse)."""
+
+    corpus: str = _f("news", "MUSE corpus: news (BBC articles) or books (Harry Potter)", ("news", "books"))
+    revision: str = _f("main", "hub revision of muse-bench/MUSE-<Corpus> (a commit id pins it; source=hub)")
+    windows: str = _f(
+        "concat",
+        "training text -> windows: concat (muse_bench: documents joined, cut, last window filled from the first) "
+        "or document (no window crosses two documents)",
+        ("concat", "document"),
+    )
+    verbmem_max_new_tokens: int = _f(128, "VerbMem: greedy new tokens; the reference is cut to as many tokens")
+    knowmem_max_new_tokens: int = _f(32, "KnowMem: greedy new tokens")
+    privleak_k: float = _f(0.4, "PrivLeak: Min-K% fraction of lowest token log-probs (MUSE: 40%)")
+    mia_k: float = _f(0.4, "Min-K% / Min-K%++ fraction of the other MIA attacks (open-unlearning's MUSE: 0.4)")
+    rouge_stemmer: bool = _f(False, "ROUGE-L with Porter stemming (muse_bench: false; open-unlearning: true)")
+    auc_retrain: float | None = _f(
+        None,
+        "PrivLeak reference AUC (MUSE convention); null = the retrained model's log (eval.retain_log) if given, "
+        "else MUSE's published value for the corpus",
+    )
+    n_forget: int = _f(16, "synthetic: forget articles")
+    n_retain: int = _f(16, "synthetic: articles in each of retain1 and retain2")
+    n_holdout: int = _f(16, "synthetic: holdout articles (never trained on)")
+    n_icl: int = _f(3, "synthetic: in-context QA examples of KnowMem")
+
+
+@dataclass
 class DataConfig:
     suite: str = _f(
         DEFAULT_SUITE,
@@ -75,9 +103,11 @@ class DataConfig:
         ("synthetic", "hub", "local"),
     )
     path: str | None = _f(None, "local dir with <split>.json / .jsonl files (source=local)")
-    hub_name: str = _f("locuslab/TOFU", "dataset id on the hub (source=hub)")
-    forget_split: str = _f("forget10", "forget set", ("forget01", "forget05", "forget10"))
-    retain_split: str = _f("auto", "retain set; auto = the complement of forget_split (forget10 -> retain90)")
+    hub_name: str = _f("auto", "dataset id on the hub (source=hub); auto = the suite's (locuslab/TOFU, muse-bench/...)")
+    forget_split: str = _f("auto", "forget set; auto = the suite's default (TOFU forget10, MUSE forget)")
+    retain_split: str = _f(
+        "auto", "retain set; auto = the suite's default (TOFU: the complement, forget10 -> retain90; MUSE: retain1)"
+    )
     max_length: int = _f(256, "max tokens of prompt + answer")
     truncation: str = _f(
         "refuse", "items longer than max_length: refuse (error) or truncate (warn)", ("refuse", "truncate")
@@ -103,6 +133,7 @@ class DataConfig:
         None, "chat_template: the template's date_string variable (Llama-3 templates; open-unlearning: 10 Apr 2025)"
     )
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    muse: MuseConfig = field(default_factory=MuseConfig)
 
 
 # The objectives' names and hyper-parameters, read without importing torch (`objective_catalog.py`): a config
@@ -217,6 +248,24 @@ def retain_split_for(forget_split: str) -> str:
     return "retain" + str(100 - int(forget_split.removeprefix("forget")))
 
 
+def _resolve_splits(d: DataConfig) -> None:
+    """The suite's `auto` hub name and splits filled in; a forget split the suite does not have refused."""
+    from dsunlearn.suites import SPLITS
+
+    rules = SPLITS[d.suite]
+    if d.forget_split == "auto":
+        d.forget_split = rules.forget_default
+    if d.forget_split not in rules.forget:
+        raise ConfigError(
+            f"data.forget_split={short_repr(d.forget_split)} is not a forget set of data.suite={d.suite}; "
+            f"choose one of: {', '.join(rules.forget)}"
+        )
+    if d.retain_split == "auto":
+        d.retain_split = retain_split_for(d.forget_split) if d.suite == "tofu" else rules.retain_default
+    if d.hub_name == "auto":
+        d.hub_name = rules.hub_name.format(Corpus=d.muse.corpus.capitalize())
+
+
 def _require(ok: bool, key: str, value, need: str) -> None:
     if not ok:
         raise ConfigError(
@@ -290,8 +339,7 @@ def validate(cfg: RunConfig) -> RunConfig:
              "must be a non-empty list of 'full' and/or 'retain'")  # fmt: skip
     if d.source == "local" and not d.path:
         raise ConfigError("data.source=local needs data.path: the directory holding <split>.json files")
-    if d.retain_split == "auto":
-        d.retain_split = retain_split_for(d.forget_split)
+    _resolve_splits(d)
     check_bounds(cfg, hyperparameter_ranges)  # every numeric field within what it can mean (config_bounds.BOUNDS)
     check_tiny(cfg.model.tiny)
     from dsunlearn.hyperparams import resolve

@@ -51,8 +51,9 @@ def _identity(cfg: RunConfig) -> str:
     for dotted, path in run_inputs(cfg).items():
         section, key = dotted.split(".")
         setattr(getattr(c, section), key, str(path))
-    # Runs from before `data.suite` existed were TOFU runs: the default suite leaves their identity unchanged.
-    default_suite = ("data.suite",) if cfg.data.suite == DEFAULT_SUITE else ()
+    # Runs from before `data.suite` existed were TOFU runs: the default suite, and the MUSE section a TOFU run
+    # never reads, leave their identity unchanged.
+    default_suite = ("data.suite", "data.muse") if cfg.data.suite == DEFAULT_SUITE else ()
     return config_hash(c, ignore=("run.overwrite", "run.output_dir", *default_suite))
 
 

@@ -17,9 +17,12 @@ Pure: numbers in, entries out.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from dsunlearn.eval import metric_log, mia
-from dsunlearn.eval.token_stats import TokenStats
+
+if TYPE_CHECKING:  # token_stats imports torch; the scores here are plain Python
+    from dsunlearn.eval.token_stats import TokenStats
 
 # open-unlearning's metric names (its configs/eval/*_metrics/mia_*.yaml) -> the score of one item
 ATTACKS: tuple[str, ...] = ("mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus")

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from dsunlearn import dist
 from dsunlearn.config import RunConfig
-from dsunlearn.data.collate import encode_items, pad_id_of
+from dsunlearn.data.collate import pad_id_of
 from dsunlearn.data.sampler import BatchStream
 from dsunlearn.engine.ds_setup import resolve_batch
 from dsunlearn.engine.hf_save import save_hf_model
@@ -94,7 +94,7 @@ def prepare_base(cfg: RunConfig, out: Path, tokenizer) -> str:
 def _probe_sets(cfg: RunConfig, tokenizer) -> dict:
     d = cfg.data
     sets = [get_suite(d.suite).training_set(d, role) for role in ("forget", "retain")]
-    return {t.role: encode_items(tokenizer, t.items, d, split=t.split) for t in sets}
+    return {t.role: t.encode(tokenizer, d) for t in sets}
 
 
 def _probabilities(module, probes: dict, cfg: RunConfig, pad: int) -> dict[str, float]:
@@ -105,11 +105,13 @@ def _probabilities(module, probes: dict, cfg: RunConfig, pad: int) -> dict[str, 
 
 
 def check_eval_inputs(cfg: RunConfig, tokenizer) -> None:
-    """The evaluation at the end (`eval.at_end`) needs the four TOFU eval splits, encodable: checked up front."""
+    """The evaluation at the end (`eval.at_end`) needs the suite's eval sets, encodable: checked up front (the
+    tiny model's context is known before it is built; a loaded base's is checked by the evaluation itself)."""
     try:
-        get_suite(cfg.data.suite).check_eval_inputs(tokenizer, cfg.data, cfg.eval)
+        positions = cfg.model.tiny.max_position_embeddings if cfg.model.name_or_path == "tiny" else None
+        get_suite(cfg.data.suite).check_eval_inputs(tokenizer, cfg.data, cfg.eval, positions)
     except DataError as e:
-        raise DataError(f"{e} (for the TOFU evaluation after fine-tuning; eval.at_end=false skips it)") from None
+        raise DataError(f"{e} (for the evaluation after fine-tuning; eval.at_end=false skips it)") from None
 
 
 def train_one(cfg: RunConfig, base: str, tokenizer, enc: list, out_model: Path, events: EventLog, tag: str,
@@ -167,8 +169,7 @@ def run_finetune(cfg: RunConfig, resume: bool = False) -> dict:
     probes = _probe_sets(cfg, tokenizer)
     if cfg.eval.at_end:
         check_eval_inputs(cfg, tokenizer)
-    items = {t: get_suite(d.suite).finetune_items(d, t) for t in cfg.run.finetune_targets}
-    encoded = {t: encode_items(tokenizer, items[t], d, split=t) for t in cfg.run.finetune_targets}
+    encoded = {t: get_suite(d.suite).finetune_set(d, t).encode(tokenizer, d) for t in cfg.run.finetune_targets}
     out = prepare_output_dir(cfg, "finetune", resume=resume)
     events = EventLog(RunDir(out).events, cfg, job="finetune")
     base = prepare_base(cfg, out, tokenizer)

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from dsunlearn import dist
-from dsunlearn.data.collate import Encoded, encode_items, pad_id_of
+from dsunlearn.data.collate import Encoded, pad_id_of
 from dsunlearn.data.sharding import round_robin_rounds
 from dsunlearn.engine.reference import precompute_forget_ref
 from dsunlearn.engine.shard import ShardedGrad
@@ -100,7 +100,7 @@ def probe_set(cfg, tokenizer, n: int) -> tuple[list[Encoded], list[Encoded]]:
     out = []
     for role in ("forget", "retain"):
         t = get_suite(d.suite).training_set(d, role)
-        out.append(encode_items(tokenizer, t.items[:n], d, split=t.split))
+        out.append(t.encode(tokenizer, d)[:n])
     return out[0], out[1]
 
 

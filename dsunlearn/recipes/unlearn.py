@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from dsunlearn import dist
 from dsunlearn.config import RunConfig
 from dsunlearn.config_bounds import check_generation_fits
-from dsunlearn.data.collate import encode_items, pad_id_of
+from dsunlearn.data.collate import pad_id_of
 from dsunlearn.data.sampler import BatchStream
 from dsunlearn.engine.checkpoint import RunState, _maybe_fault, check_resume_state, load_checkpoint, save_checkpoint
 from dsunlearn.engine.delta import save_delta_shard, snapshot_fragments
@@ -50,6 +50,7 @@ from dsunlearn.recipes.step_plan import StepPlan
 from dsunlearn.run_layout import RunDir
 from dsunlearn.rundir import check_output_dir, prepare_output_dir, release_output_dir
 from dsunlearn.suites import get_suite
+from dsunlearn.suites.base import TrainingSet
 from dsunlearn.tracking import EventLog, check_tracking
 from dsunlearn.uipe.delta_format import model_hash
 from dsunlearn.unlearn_losses import global_count, nll_loss, objective_loss, reduce_stats, regularizer_loss
@@ -116,12 +117,12 @@ class UnlearnRun:
         self.suite = get_suite(cfg.data.suite)
         # What needs neither tokenizer nor model is read first: a bad DeepSpeed JSON or data file fails in a
         # second, before transformers is imported.
-        forget_items, retain_items = self._read_data()
+        forget_set, retain_set = self._read_data()
         self.tokenizer = self._read_tokenizer()
         self.pad = pad_id_of(self.tokenizer)
-        d = cfg.data
-        self.forget = encode_items(self.tokenizer, forget_items, d, split=d.forget_split)
-        self.retain = encode_items(self.tokenizer, retain_items, d, split=d.retain_split)
+        self.forget = forget_set.encode(self.tokenizer, cfg.data)
+        self.retain = retain_set.encode(self.tokenizer, cfg.data)
+        self._build_streams()
         self.steps = cfg.engine.max_steps or self.forget_stream.steps_for_epochs(cfg.engine.epochs)
         engine = UnlearnEngine(cfg, cfg.model.name_or_path, self.tokenizer, self.steps)
         # theta_o's forget log-probs: the policy before step 0 is the reference (no second model needed).
@@ -144,18 +145,24 @@ class UnlearnRun:
             ),
         )
 
-    def _read_data(self) -> tuple[list[dict], list[dict]]:
-        """The DeepSpeed JSON checked, the forget and retain items read, their batch streams built (the same
-        global batches for any world size: `forget_stream`, `retain_stream`, `accum`)."""
+    def _read_data(self) -> tuple[TrainingSet, TrainingSet]:
+        """The DeepSpeed JSON checked and the forget and retain sets read: a bad JSON or data file fails in a
+        second, before the tokenizer and the model."""
         cfg, d = self.cfg, self.cfg.data
         build_ds_config(cfg.engine, self.world)
-        forget_items, retain_items = (self.suite.training_set(d, role).items for role in ("forget", "retain"))
+        resolve_batch(cfg.engine, self.world)
+        forget_set, retain_set = (self.suite.training_set(d, role) for role in ("forget", "retain"))
+        return forget_set, retain_set
+
+    def _build_streams(self) -> None:
+        """The batch streams over the encoded sequences (QA items, or documents' windows): the same global
+        batches for any world size (`forget_stream`, `retain_stream`, `accum`)."""
+        cfg, d = self.cfg, self.cfg.data
         micro, self.accum, gb = resolve_batch(cfg.engine, self.world)
-        self.forget_stream = BatchStream(len(forget_items), gb, micro, self.world, seed=cfg.run.seed,
+        self.forget_stream = BatchStream(len(self.forget), gb, micro, self.world, seed=cfg.run.seed,
                                          what=f"the forget split '{d.forget_split}'")  # fmt: skip
-        self.retain_stream = BatchStream(len(retain_items), gb, micro, self.world, seed=cfg.run.seed + 1,
+        self.retain_stream = BatchStream(len(self.retain), gb, micro, self.world, seed=cfg.run.seed + 1,
                                          what=f"the retain split '{d.retain_split}'")  # fmt: skip
-        return forget_items, retain_items
 
     def _read_tokenizer(self):
         """The model's tokenizer (remote code refused unless asked); with evaluation on, the generation length
@@ -190,7 +197,8 @@ class UnlearnRun:
     def _check_eval_splits(self) -> None:
         """Load and encode the suite's eval sets now: a missing split or an over-long item must fail before
         training, not after it."""
-        self.suite.check_eval_inputs(self.tokenizer, self.cfg.data, self.cfg.eval)
+        positions = model_positions(local_model_dir(self.cfg.model.name_or_path))
+        self.suite.check_eval_inputs(self.tokenizer, self.cfg.data, self.cfg.eval, positions)
 
     def _micro(self, encoded, stream: BatchStream, step: int, with_ref: bool) -> list[MicroBatch]:
         """This rank's `accum` micro-batches of step `step` from `stream` (with theta_o's log-probs if asked)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from dsunlearn.suites.base import Suite
@@ -17,9 +17,26 @@ if TYPE_CHECKING:
 # name -> "module:class" of its Suite; the config key `data.suite` accepts exactly these names.
 _REGISTRY: dict[str, str] = {
     "tofu": "dsunlearn.suites.tofu.suite:TofuSuite",
+    "muse": "dsunlearn.suites.muse.suite:MuseSuite",
 }
 NAMES: tuple[str, ...] = tuple(_REGISTRY)
 DEFAULT = "tofu"
+
+
+class SplitRules(NamedTuple):
+    """What `data.forget_split`, `data.retain_split` and `data.hub_name` mean for a suite (read by the config,
+    without importing the suite): the allowed forget sets, the `auto` defaults."""
+
+    forget: tuple[str, ...]
+    forget_default: str
+    retain_default: str  # TOFU's is the forget split's complement (config.retain_split_for)
+    hub_name: str  # "{Corpus}": data.muse.corpus capitalised
+
+
+SPLITS: dict[str, SplitRules] = {
+    "tofu": SplitRules(("forget01", "forget05", "forget10"), "forget10", "complement", "locuslab/TOFU"),
+    "muse": SplitRules(("forget",), "forget", "retain1", "muse-bench/MUSE-{Corpus}"),
+}
 
 
 @cache

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 # Kinds of training set. QA items are dicts with string `question` and `answer` (trained on the answer tokens,
-# data/collate.py); DOCUMENTS (plain text, trained on every token) is reserved for MUSE's corpora.
+# data/collate.py); DOCUMENTS items are dicts with a string `text` (cut into windows trained on every token,
+# data/documents.py: MUSE's corpora).
 QA = "qa"
 DOCUMENTS = "documents"
 KINDS = (QA, DOCUMENTS)
-ROLES = ("forget", "retain")
+ROLES = ("forget", "retain", "finetune")
 
 SUMMARY_FILE = "summary.json"
 
@@ -38,14 +39,28 @@ SUMMARY_FILE = "summary.json"
 class TrainingSet:
     """One training set of a suite: the forget or the retain set, as loaded and validated."""
 
-    role: str  # "forget" | "retain"
+    role: str  # "forget" | "retain" | "finetune" (what a fine-tuned target or retain model learns)
     split: str  # its name in the suite's data (named in messages and encodings)
     kind: str  # QA | DOCUMENTS: how its items are encoded
     items: list[dict]
+    windows: str = "concat"  # DOCUMENTS: how texts become windows (data/documents.py WINDOWS)
 
     def __post_init__(self) -> None:
         if self.role not in ROLES or self.kind not in KINDS:
             raise ValueError(f"TrainingSet(role={self.role!r}, kind={self.kind!r}): role in {ROLES}, kind in {KINDS}")
+
+    def encode(self, tokenizer, data) -> list:
+        """The training sequences (list[Encoded]) of this set under `data` (a DataConfig): one per QA item
+        (answer tokens labelled), or the windows of the documents (every token labelled). Their number is
+        what the batch streams count (for documents: windows, not documents)."""
+        if self.kind == QA:
+            from dsunlearn.data.collate import encode_items
+
+            return encode_items(tokenizer, self.items, data, split=self.split)
+        from dsunlearn.data.documents import document_windows
+
+        texts = [it["text"] for it in self.items]
+        return document_windows(tokenizer, texts, data.max_length, self.windows, f"split '{self.split}'")
 
 
 @dataclass(frozen=True)
@@ -70,8 +85,9 @@ class Suite(abc.ABC):
         """The forget or retain set (`role`) of the run's data (a DataConfig), validated."""
 
     @abc.abstractmethod
-    def finetune_items(self, data, target: str) -> list[dict]:
-        """The items a fine-tuned model learns: `target` "full" (the model to unlearn from) or "retain"."""
+    def finetune_set(self, data, target: str) -> TrainingSet:
+        """What a fine-tuned model learns (role "finetune"): `target` "full" (the model to unlearn from) or
+        "retain" (the retrained model, the reference of forgetting)."""
 
     @abc.abstractmethod
     def corpus(self, data) -> list[str]:
@@ -83,8 +99,9 @@ class Suite(abc.ABC):
 
     # -- input checks ----------------------------------------------------------------------------------------
     @abc.abstractmethod
-    def check_eval_inputs(self, tokenizer, data, eval_cfg) -> None:
-        """Load and encode every evaluation set without a model; DataError / ModelError (one line) if one fails."""
+    def check_eval_inputs(self, tokenizer, data, eval_cfg, positions: int | None = None) -> None:
+        """Load and encode every evaluation set without a model; DataError / ModelError (one line) if one fails.
+        `positions`: the model's context (max_position_embeddings) where known, for generation caps."""
 
     @abc.abstractmethod
     def check_retain_log(self, path: str, cfg, key: str = "eval.retain_log") -> Any:

@@ -40,7 +40,11 @@ def test_overrides_types_and_lambda_alias():
         (["engine.micro_batch_size=0"], ["engine.micro_batch_size", ">= 1"]),
         (["geometry.gru_ema=1.5"], ["geometry.gru_ema", "(0, 1]"]),
         (["data.source=local"], ["data.path"]),
-        (["data.suite=muse"], ["data.suite='muse'", "choose one of: tofu"]),
+        (["data.suite=wmdp"], ["data.suite='wmdp'", "choose one of: tofu, muse"]),
+        (
+            ["data.suite=muse", "data.forget_split=forget10"],
+            ["data.forget_split='forget10'", "data.suite=muse", "forget"],
+        ),
         (["noequals"], ["not key=value"]),
     ],
 )

@@ -57,7 +57,7 @@ def test_training_sets_are_typed_and_are_the_configured_splits():
     forget, retain = (suite.training_set(DATA, role) for role in ("forget", "retain"))
     assert forget == TrainingSet("forget", "forget10", QA, load_split(DATA, "forget10"))
     assert retain == TrainingSet("retain", "retain90", QA, load_split(DATA, "retain90"))
-    assert suite.finetune_items(DATA, "full") == finetune_items(DATA, "full")
+    assert suite.finetune_set(DATA, "full") == TrainingSet("finetune", "full", QA, finetune_items(DATA, "full"))
     with pytest.raises(ValueError, match="kind"):
         TrainingSet("forget", "x", "images", [])
     with pytest.raises(ValueError, match="role"):

@@ -7,13 +7,13 @@ the split, item index and field named, not hours later inside a data loader.
 
 from __future__ import annotations
 
-import codecs
 import copy
 import json
 from functools import lru_cache
 from pathlib import Path
 
 from dsunlearn.config import DataConfig
+from dsunlearn.data.files import parse_records, read_utf8
 from dsunlearn.errors import DataError
 
 # The configs of the hub dataset (https://huggingface.co/datasets/locuslab/TOFU).
@@ -55,48 +55,7 @@ def _read_local(path: Path, split: str) -> tuple[list[dict], Path]:
             f"split '{split}' not found in {path}: expected {split}.json or {split}.jsonl "
             "(JSON array or JSON Lines with question/answer fields)"
         )
-    text = read_utf8(f)
-    if not text.strip():
-        return [], f
-    if text.lstrip().startswith("["):
-        return _parse_json(text, f, 0), f
-    # JSON Lines: each line parsed alone, so the error's line number is counted here (json says "line 1")
-    return [_parse_json(line, f, n) for n, line in enumerate(text.splitlines()) if line.strip()], f
-
-
-def read_utf8(f: Path) -> str:
-    """The text of a data file: UTF-8, with or without a byte-order mark; DataError naming the encoding else."""
-    raw = f.read_bytes()
-    for bom, name in ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
-                      (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16")):  # fmt: skip
-        if raw.startswith(bom):
-            raise DataError(f"{f} is {name} (it starts with a {name} byte-order mark); save it as UTF-8")
-    # NUL bytes between ASCII characters: UTF-16 without a BOM (valid UTF-8 bytes, but not text)
-    if b"\x00" in raw[:4096]:
-        raise DataError(f"{f} is not UTF-8 text: it holds NUL bytes, as UTF-16 does; save it as UTF-8")
-    try:
-        return raw.decode("utf-8-sig")  # a UTF-8 byte-order mark is dropped
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise DataError(
-            f"{f} is not UTF-8 text: byte 0x{raw[e.start]:02x} at line {line} is not UTF-8 (Latin-1 / Windows-1252?); "
-            "save it as UTF-8"
-        ) from None
-
-
-def _parse_json(text: str, f: Path, line0: int):
-    """json.loads of `text`, which starts at line `line0` (0-based) of `f`; DataError naming the line."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(
-            f"{f} is not valid JSON / JSON Lines (line {line0 + e.lineno}: {e.msg}); fix or regenerate it"
-        ) from None
-    except RecursionError:
-        raise DataError(
-            f"{f} (line {line0 + 1}) is nested too deeply to parse; TOFU items are flat objects with "
-            "question/answer strings: fix or regenerate it"
-        ) from None
+    return parse_records(read_utf8(f), f), f
 
 
 def _read_hub(name: str, split: str) -> list[dict]:

@@ -28,8 +28,8 @@ class TofuSuite(Suite):
         split = {"forget": data_cfg.forget_split, "retain": data_cfg.retain_split}[role]
         return TrainingSet(role, split, QA, data.load_split(data_cfg, split))
 
-    def finetune_items(self, data_cfg, target: str) -> list[dict]:
-        return data.finetune_items(data_cfg, target)
+    def finetune_set(self, data_cfg, target: str) -> TrainingSet:
+        return TrainingSet("finetune", target, QA, data.finetune_items(data_cfg, target))
 
     def corpus(self, data_cfg) -> list[str]:
         return data.corpus(data_cfg)
@@ -37,7 +37,8 @@ class TofuSuite(Suite):
     def synthetic_data(self, data_cfg) -> Mapping[str, list[dict]]:
         return data.synthetic_splits(data_cfg)
 
-    def check_eval_inputs(self, tokenizer, data_cfg, eval_cfg) -> None:
+    def check_eval_inputs(self, tokenizer, data_cfg, eval_cfg, positions: int | None = None) -> None:
+        # TOFU's generation caps are checked against the context by config_bounds.check_generation_fits
         from dsunlearn.suites.tofu.evaluate import check_inputs
 
         check_inputs(tokenizer, data_cfg, eval_cfg)

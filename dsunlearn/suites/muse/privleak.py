@@ -1,0 +1,54 @@
+"""MUSE's PrivLeak and its reference AUC (pure: entries in, entries out; no torch).
+
+PrivLeak = (AUC - AUC_ref) / AUC_ref x 100 with MUSE's AUC (`eval.mia.muse_auc`) of the Min-K% scores of
+privleak/forget (label 0) vs privleak/holdout (label 1). The reference, in this order: ``data.muse.auc_retrain``
+when set; the retrained model's own log when given (its ``privleak`` entry, or open-unlearning's
+``mia_min_k``, whose AUC is the other convention: `muse_auc_of` converts); MUSE's published AUC_RETRAIN of the
+corpus. The entry records which one was used (``reference``) and both AUCs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dsunlearn.config import DataConfig
+from dsunlearn.eval import metric_log, mia
+from dsunlearn.eval.mia_attacks import muse_auc_of, privleak_entry
+
+CONFIG_REFERENCE = "data.muse.auc_retrain"
+
+
+def config_reference(data_cfg: DataConfig) -> tuple[float, str]:
+    """(PrivLeak's reference AUC in MUSE's convention, where it came from) before any retrained model's log:
+    ``data.muse.auc_retrain`` if set, else MUSE's published value for the corpus."""
+    m = data_cfg.muse
+    if m.auc_retrain is not None:
+        return m.auc_retrain, CONFIG_REFERENCE
+    return mia.MUSE_AUC_RETRAIN[m.corpus], f"muse_bench AUC_RETRAIN['{m.corpus}'] (no retrained model's log)"
+
+
+def log_reference(retain_log: Mapping) -> tuple[float, str] | None:
+    """The reference AUC from the retrained model's log: its ``privleak`` entry (ours) or open-unlearning's
+    ``mia_min_k``; None if it has neither."""
+    for key in ("privleak", "mia_min_k"):
+        if isinstance(retain_log.get(key), Mapping):
+            return muse_auc_of(retain_log[key]), f"retain_log ({key})"
+    return None
+
+
+def privleak(forget_scores: list[float], holdout_scores: list[float], ref: tuple[float, str]) -> dict:
+    entry = metric_log.mia(forget_scores, holdout_scores, mia.auc(forget_scores, holdout_scores))
+    model_auc = mia.muse_auc(forget_scores, holdout_scores)
+    return {**entry, **privleak_entry(model_auc, ref[0], ref[1])}
+
+
+def with_reference(log: Mapping[str, Any], retain_log: Mapping | None) -> dict:
+    """`log` with PrivLeak against the retrained model's log where one is given and the config did not set the
+    reference (pure). The log's per-item Min-K% scores are reused: nothing is evaluated again."""
+    out, p = dict(log), log["privleak"]
+    ref = log_reference(retain_log) if retain_log is not None else None
+    if ref is not None and p.get("reference") != CONFIG_REFERENCE:
+        f, h = metric_log.item_values(p["forget"]), metric_log.item_values(p["holdout"])
+        out["privleak"] = privleak(f, h, ref)
+    return out

@@ -1,0 +1,95 @@
+"""MUSE as a `Suite`: text-document training sets, VerbMem / KnowMem / PrivLeak and the MIA family, a log in
+open-unlearning's layout (``data`` loads, ``evaluate`` runs the evaluation, ``metrics`` holds muse_bench's
+rules, ``summary`` the flat numbers and the table)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dsunlearn.errors import DataError
+from dsunlearn.eval import metric_log
+from dsunlearn.suites.base import DOCUMENTS, SUMMARY_FILE, Headline, Suite, TrainingSet
+from dsunlearn.suites.muse import data, summary
+from dsunlearn.suites.muse.metrics import LOG_FILE
+
+
+def _log_path(path: str | os.PathLike[str]) -> Path:
+    """A MUSE log file, or the directory holding one (an ``eval/`` dir, open-unlearning's output dir)."""
+    p = Path(path)
+    return p / LOG_FILE if p.is_dir() else p
+
+
+class MuseSuite(Suite):
+    """MUSE (Shi et al. 2024): unlearn news articles (News) or books (Books) a model was trained on."""
+
+    NAME = "muse"
+    HEADLINE = (
+        # Verbatim and knowledge memorisation of the forget set: a retrained model's level is the goal.
+        Headline("verbmem_f", "VerbMem forget", higher_is_better=False),
+        Headline("knowmem_f", "KnowMem forget", higher_is_better=False),
+        # Knowledge of the retain set: the utility the unlearning must keep.
+        Headline("knowmem_r", "KnowMem retain", higher_is_better=True),
+    )
+
+    def training_set(self, data_cfg, role: str) -> TrainingSet:
+        split = {"forget": data_cfg.forget_split, "retain": data_cfg.retain_split}[role]
+        items = data.load(data_cfg, f"raw/{split}")
+        return TrainingSet(role, f"raw/{split}", DOCUMENTS, items, windows=data_cfg.muse.windows)
+
+    def finetune_set(self, data_cfg, target: str) -> TrainingSet:
+        items = [it for name in data.finetune_sets(data_cfg, target) for it in data.load(data_cfg, name)]
+        return TrainingSet("finetune", target, DOCUMENTS, items, windows=data_cfg.muse.windows)
+
+    def corpus(self, data_cfg) -> list[str]:
+        return data.corpus(data_cfg)
+
+    def synthetic_data(self, data_cfg) -> Mapping[str, list[dict]]:
+        return data.synthetic_sets(data_cfg)
+
+    def check_eval_inputs(self, tokenizer, data_cfg, eval_cfg, positions: int | None = None) -> None:
+        from dsunlearn.suites.muse.evaluate import check_inputs
+
+        check_inputs(tokenizer, data_cfg, eval_cfg, positions)
+
+    def check_retain_log(self, path: str, cfg, key: str = "eval.retain_log") -> dict:
+        """The retrained model's MUSE log (ours or open-unlearning's MUSE_EVAL.json): PrivLeak's reference."""
+        from dsunlearn.suites.muse.privleak import log_reference
+
+        try:
+            log = self.load_log(path)
+        except DataError as e:
+            raise DataError(f"{key}: {e}") from None
+        if log_reference(log) is None:
+            raise DataError(
+                f"{key}='{path}' has no 'privleak' or 'mia_min_k' entry, so it cannot give PrivLeak's reference; "
+                "give the retrained model's MUSE log (dsunlearn eval of it) or set data.muse.auc_retrain"
+            )
+        return log
+
+    def evaluate(self, module, tokenizer, data_cfg, eval_cfg) -> dict:
+        from dsunlearn.suites.muse.evaluate import evaluate
+
+        return evaluate(module, tokenizer, data_cfg, eval_cfg)
+
+    def write_eval(self, out_dir: str | os.PathLike[str], log: Any, retain_log: Any = None) -> dict[str, float]:
+        from dsunlearn.suites.muse.evaluate import write_eval
+
+        ref = self.load_log(retain_log) if isinstance(retain_log, (str, os.PathLike)) else retain_log
+        return write_eval(out_dir, log, ref)
+
+    def eval_files(self) -> tuple[str, ...]:
+        return (LOG_FILE, SUMMARY_FILE)
+
+    def load_log(self, path: str | os.PathLike[str], forget_only: bool = False) -> dict:
+        return metric_log.load(_log_path(path))
+
+    def summarize(self, log: Any, retain_log: Any = None) -> dict[str, float]:
+        from dsunlearn.suites.muse.privleak import with_reference
+
+        return summary.summarize(with_reference(log, retain_log) if retain_log is not None else log)
+
+    def format_summary(self, values: Mapping[str, float], as_json: bool = False) -> str:
+        return summary.format_json(values) if as_json else summary.format_table(values)
