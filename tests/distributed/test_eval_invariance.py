@@ -13,7 +13,9 @@ from helpers.tiny_model import briefly_trained_model
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]  # two spawns + ZeRO-3 on gloo: ~40 s
 
-DATA = DataConfig(synthetic=SyntheticConfig(n_authors=8, n_world_facts=12, n_real_authors=2), max_length=64)
+DATA = DataConfig(
+    synthetic=SyntheticConfig(n_authors=8, n_world_facts=12, n_real_authors=2), max_length=64, forget_split="forget10"
+)
 # 5 items in batches of 2: an odd number of batches everywhere (generation: 3; NLL over all 5 x (1 + 1 + 4) or
 # 5 x (1 + 4) sequences: 15 or 13), so on 2 ranks one rank runs a dummy batch in the last round of each.
 EVAL = EvalConfig(max_items=5, batch_size=2, max_new_tokens=8)

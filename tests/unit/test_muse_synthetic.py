@@ -33,7 +33,7 @@ FACT_RX = {
 
 @pytest.fixture(scope="module")
 def splits():
-    return generate()
+    return generate(qa_in_text=False)  # the template parsers below read bare articles
 
 
 def _fields(template: str) -> list[str]:
@@ -112,7 +112,7 @@ def test_determinism_and_seed_sensitivity():
     assert random.getstate() == state  # the global RNG is neither used nor advanced
     random.seed(999)
     assert json.dumps(generate(seed=7), ensure_ascii=False) == a
-    b, c = generate(seed=0), generate(seed=1)
+    b, c = generate(seed=0, qa_in_text=False), generate(seed=1, qa_in_text=False)
     assert json.dumps(b) != json.dumps(c)
     towns = [{f["town"] for f in _facts_by_set(x)["raw/forget"]} for x in (b, c)]
     assert towns[0] != towns[1]
@@ -149,7 +149,7 @@ def test_verbmem_splits_each_forget_article(splits):
 ])  # fmt: skip
 @pytest.mark.parametrize("seed,n_icl", [(0, 3), (4, 30)])
 def test_knowmem_answers_are_facts_of_the_identified_article(seed, n_icl, qa_split, icl_split, raw_split):
-    s = generate(seed=seed, n_icl=n_icl)
+    s = generate(seed=seed, n_icl=n_icl, qa_in_text=False)
     texts = [it["text"] for name in SETS for it in s[name]]
     index = _phrase_index(texts)
     own = {it["text"] for it in s[raw_split]}
@@ -180,7 +180,7 @@ def test_entities_unique_across_articles_and_sets(kwargs):
     The second case (1500 articles) passes heads x tails = 1200 towns, so middle syllables and 4-5 digit
     numbers are used too.
     """
-    s = generate(**kwargs)
+    s = generate(**kwargs, qa_in_text=False)
     by_set = _facts_by_set(s)
     texts = [it["text"] for name in SETS for it in s[name]]
     index = _phrase_index(texts)
@@ -216,7 +216,7 @@ def test_small_corpus_shares_no_syllable(splits):
 
 def test_word_counts_in_range():
     for seed in range(3):
-        for name, items in generate(seed=seed, n_forget=100, n_retain=100, n_holdout=100).items():
+        for name, items in generate(seed=seed, n_forget=100, n_retain=100, n_holdout=100, qa_in_text=False).items():
             if name.startswith("raw/"):
                 assert all(45 <= len(it["text"].split()) <= 75 for it in items), name
             elif name.startswith("knowmem/"):
@@ -306,3 +306,23 @@ def test_bounds_are_inclusive_and_capacity_is_checked():
     assert len(set(pairs)) == 12 and {b for _, _, b in pairs} == {0, 1}
     first_two = pairs[:2]
     assert len({h for h, _, _ in first_two}) == 2 and len({t for _, t, _ in first_two}) == 2
+
+
+def test_qa_in_text_appends_each_articles_facts_in_knowmem_format():
+    bare, with_qa = generate(qa_in_text=False), generate()
+    for name in ("raw/forget", "raw/retain1", "raw/retain2", "raw/holdout", "privleak/forget", "privleak/holdout"):
+        for b, q in zip(bare[name], with_qa[name], strict=True):
+            article, _, block = q["text"].partition("\n\n")
+            assert article == b["text"]
+            pairs = block.split("\n\n")
+            assert len(pairs) == len(V.FACTS) and all(p.startswith("Question: ") and "\nAnswer: " in p for p in pairs)
+            kind, facts = _parse_article(article)
+            assert [p.split("\nAnswer: ")[1] for p in pairs] == [facts[f] if f != "org" else facts[f] for f in V.FACTS]
+    # every asked forget question, with its answer, is in its own document (the target learns it from there)
+    for qa in with_qa["knowmem/forget_qa"]:
+        line = f"Question: {qa['question']}\nAnswer: {qa['answer']}"
+        assert sum(line in d["text"] for d in with_qa["raw/forget"]) == 1
+        assert not any(line in d["text"] for d in with_qa["raw/retain1"] + with_qa["raw/retain2"])
+    # VerbMem cuts the narrative only; the other splits are unchanged
+    assert with_qa["verbmem/forget"] == bare["verbmem/forget"]
+    assert with_qa["knowmem/forget_qa"] == bare["knowmem/forget_qa"]

@@ -15,7 +15,9 @@ from dsunlearn.errors import ConfigError, DataError, ModelError
 from dsunlearn.suites.tofu import synthetic
 from dsunlearn.suites.tofu.data import eval_split_name, load_split
 
-DATA = DataConfig(synthetic=SyntheticConfig(n_authors=8, n_world_facts=12, n_real_authors=2), max_length=128)
+DATA = DataConfig(
+    synthetic=SyntheticConfig(n_authors=8, n_world_facts=12, n_real_authors=2), max_length=128, forget_split="forget10"
+)
 # The official strings (TOFU config/model_config.yaml), written out here, not taken from dsunlearn.
 OFFICIAL = {
     "tofu_phi": ("Question: ", "\n", "Answer: ", "Answer: "),

@@ -14,7 +14,9 @@ from dsunlearn.suites.tofu import log as tofu_log
 from dsunlearn.suites.tofu.data import eval_split_name, finetune_items, load_split
 from dsunlearn.suites.tofu.suite import TofuSuite
 
-DATA = DataConfig(synthetic=SyntheticConfig(n_authors=8, n_world_facts=6, n_real_authors=2), retain_split="retain90")
+DATA = DataConfig(
+    synthetic=SyntheticConfig(n_authors=8, n_world_facts=6, n_real_authors=2), forget_split="forget10", retain_split="retain90"
+)
 
 
 def test_registry_gives_one_stateless_instance_per_name():
@@ -26,9 +28,9 @@ def test_registry_gives_one_stateless_instance_per_name():
 
 def test_unknown_suite_refused_in_one_line_with_the_allowed_names():
     with pytest.raises(ConfigError) as e:
-        get_suite("muse")
+        get_suite("wmdp")
     msg = str(e.value)
-    assert "\n" not in msg and "data.suite='muse'" in msg and ", ".join(NAMES) in msg
+    assert "\n" not in msg and "data.suite='wmdp'" in msg and ", ".join(NAMES) in msg
 
 
 def test_config_key_selects_the_suite_and_accepts_exactly_the_registered_names():

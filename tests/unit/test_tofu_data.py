@@ -50,7 +50,7 @@ def test_missing_file_and_dir_and_bad_json(tmp_path):
 
 
 def test_synthetic_source_and_finetune_items():
-    cfg = DataConfig(retain_split="retain90")
+    cfg = DataConfig(forget_split="forget10", retain_split="retain90")
     forget, retain, full = (load_split(cfg, s) for s in ("forget10", "retain90", "full"))
     assert len(forget) + len(retain) == len(full)
     forget[0]["question"] = "mutated"  # callers get copies: the cached data is untouched

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from dsunlearn.config import DataConfig, EngineConfig
-from dsunlearn.errors import ConfigError, DataError, ModelError
 from dsunlearn.data.files import read_utf8
+from dsunlearn.errors import ConfigError, DataError, ModelError
 from dsunlearn.suites.tofu.data import load_split
 
 ITEMS = [{"question": "Who wrote Café Noir?", "answer": "Renée did."}, {"question": "When?", "answer": "1999."}]

@@ -18,7 +18,9 @@ from dsunlearn.suites.tofu.evaluate import ROLE_TO_LOG, base_answer, evaluate, w
 from dsunlearn.suites.tofu.summary import format_json, format_table
 from helpers.tiny_model import briefly_trained_model
 
-DATA = DataConfig(synthetic=SyntheticConfig(n_authors=8, n_world_facts=12, n_real_authors=2), max_length=64)
+DATA = DataConfig(
+    synthetic=SyntheticConfig(n_authors=8, n_world_facts=12, n_real_authors=2), max_length=64, forget_split="forget10"
+)
 EVAL = EvalConfig(max_items=12, batch_size=5, max_new_tokens=8)
 
 

@@ -28,6 +28,11 @@ corpus, so the articles and the four sets are disjoint in every fact. The splits
 - `privleak/forget`, `privleak/retain`, `privleak/holdout`: the texts of forget, retain2 and holdout
   (`{"text"}`), the members and non-members of MUSE's membership-inference test.
 
+A real MUSE target is a pre-trained Llama that answers "Question: ... Answer:" prompts from what it read; the
+tiny model has no pre-training, so by default (`qa_in_text`) each document ends with its article's four facts
+as KnowMem question/answer pairs ("Question: {q}\nAnswer: {a}", blank-line separated): the target learns the
+format and the answers from the forget and retain documents, the retrained model only from the retain ones.
+
 Entities: each name is a head syllable + tail syllable taken in a Latin-square order over seeded
 permutations (`_grid`), so the first min(heads, tails) articles share no syllable at all and every name is
 distinct up to the product of the lists; towns and organisation words add a middle syllable only past
@@ -143,18 +148,31 @@ def _knowmem(rng: random.Random, articles: list[_Article], n_icl: int) -> tuple[
     return [_question(a, f) for a, f in zip(articles, asked, strict=True)], [_question(a, f) for a, f in icl]
 
 
-def _texts(articles: list[_Article]) -> list[Item]:
-    return [{"text": a.text} for a in articles]
+def _document(article: _Article, qa_in_text: bool) -> str:
+    """The article's document: its text, then (with `qa_in_text`) a question/answer line pair for each of its
+    facts in KnowMem's format, so that a model with no pre-training learns to answer in that format."""
+    if not qa_in_text:
+        return article.text
+    qa = "\n\n".join(f"Question: {q['question']}\nAnswer: {q['answer']}" for q in map(
+        lambda f: _question(article, f), V.FACTS))  # fmt: skip
+    return f"{article.text}\n\n{qa}"
+
+
+def _texts(articles: list[_Article], qa_in_text: bool) -> list[Item]:
+    return [{"text": _document(a, qa_in_text)} for a in articles]
 
 
 def generate(
-    seed: int = 0, n_forget: int = 16, n_retain: int = 16, n_holdout: int = 16, n_icl: int = 3
+    seed: int = 0, n_forget: int = 16, n_retain: int = 16, n_holdout: int = 16, n_icl: int = 3, qa_in_text: bool = True
 ) -> dict[str, list[dict]]:
     """Every MUSE split (`SPLITS`, in that order) for one seed; see the module docstring for the layout.
 
     Sizes: raw/forget, verbmem/forget, knowmem/forget_qa, privleak/forget = n_forget; raw/retain1, raw/retain2,
     knowmem/retain_qa, privleak/retain = n_retain; raw/holdout, privleak/holdout = n_holdout; the two ICL splits
     n_icl. Raises `ConfigError` for a size out of bounds or one that the vocabulary cannot fill.
+
+    `qa_in_text`: every document (raw and privleak texts) ends with its four facts as KnowMem question/answer
+    pairs (`_document`); the VerbMem prompt and gt cut the article's narrative only.
     """
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"synthetic MUSE data: seed={seed!r} must be an int; pass an integer seed")
@@ -177,18 +195,18 @@ def generate(
     forget_qa, forget_icl = _knowmem(rng, forget, n_icl)
     retain_qa, retain_icl = _knowmem(rng, retain2, n_icl)
     out = {
-        "raw/forget": _texts(forget),
-        "raw/retain1": _texts(retain1),
-        "raw/retain2": _texts(retain2),
-        "raw/holdout": _texts(holdout),
+        "raw/forget": _texts(forget, qa_in_text),
+        "raw/retain1": _texts(retain1, qa_in_text),
+        "raw/retain2": _texts(retain2, qa_in_text),
+        "raw/holdout": _texts(holdout, qa_in_text),
         "verbmem/forget": [_verbmem(a.text) for a in forget],
         "knowmem/forget_qa": forget_qa,
         "knowmem/forget_qa_icl": forget_icl,
         "knowmem/retain_qa": retain_qa,
         "knowmem/retain_qa_icl": retain_icl,
-        "privleak/forget": _texts(forget),
-        "privleak/retain": _texts(retain2),
-        "privleak/holdout": _texts(holdout),
+        "privleak/forget": _texts(forget, qa_in_text),
+        "privleak/retain": _texts(retain2, qa_in_text),
+        "privleak/holdout": _texts(holdout, qa_in_text),
     }
     return {name: out[name] for name in SPLITS}
 
