@@ -15,7 +15,9 @@ from dsunlearn.suites.tofu.data import eval_split_name, finetune_items, load_spl
 from dsunlearn.suites.tofu.suite import TofuSuite
 
 DATA = DataConfig(
-    synthetic=SyntheticConfig(n_authors=8, n_world_facts=6, n_real_authors=2), forget_split="forget10", retain_split="retain90"
+    synthetic=SyntheticConfig(n_authors=8, n_world_facts=6, n_real_authors=2),
+    forget_split="forget10",
+    retain_split="retain90",
 )
 
 
