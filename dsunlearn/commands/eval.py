@@ -20,15 +20,19 @@ HELP = "TOFU evaluation of a saved model (--model), or the metrics of an existin
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from dsunlearn.suites import NAMES as SUITE_NAMES
+
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", metavar="DIR", help="saved HF model dir (safetensors + tokenizer) to evaluate")
-    src.add_argument("--from-log", metavar="LOG", help="only aggregate this TOFU eval log (file or directory)")
+    src.add_argument("--from-log", metavar="LOG", help="only aggregate this eval log (file or directory)")
     p.add_argument("--config", "-c", default=None, help="YAML or shipped config name: data and eval.* settings")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. eval.max_items=100")
     p.add_argument("--retain-log", metavar="LOG", help="the retain model's TOFU log: adds forget quality")
     p.add_argument("--output-dir", metavar="DIR", help="eval files go to DIR/eval (default: the model dir's parent)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DIR/eval")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    p.add_argument("--suite", default=None, choices=SUITE_NAMES,
+                   help="with --from-log: the benchmark whose log it is (default tofu; --model reads data.suite)")  # fmt: skip
 
 
 def _print(suite: str, summary: dict, as_json: bool) -> None:
@@ -43,8 +47,8 @@ def _from_log(args) -> int:
 
     if args.config or args.overrides or args.output_dir or args.overwrite:
         raise ConfigError("--from-log only aggregates a log: --config, key=value, --output-dir apply to --model")
-    # No config here, so the default suite's log format (TOFU, the only one that reads such logs today).
-    _print(DEFAULT_SUITE, summarize_log(args.from_log, args.retain_log, DEFAULT_SUITE), args.json)
+    suite = args.suite or DEFAULT_SUITE  # no config here: the log's suite is named, or it is TOFU's
+    _print(suite, summarize_log(args.from_log, args.retain_log, suite), args.json)
     return 0
 
 
