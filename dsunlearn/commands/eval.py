@@ -31,8 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", metavar="DIR", help="eval files go to DIR/eval (default: the model dir's parent)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DIR/eval")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
-    p.add_argument("--suite", default=None, choices=SUITE_NAMES,
-                   help="with --from-log: the benchmark whose log it is (default tofu; --model reads data.suite)")  # fmt: skip
+    what = "with --from-log: the benchmark whose log it is (default tofu; --model reads data.suite)"
+    p.add_argument("--suite", default=None, choices=SUITE_NAMES, help=what)
 
 
 def _print(suite: str, summary: dict, as_json: bool) -> None:
