@@ -23,7 +23,12 @@ def run(args) -> int:
             f"{result.last.get('loss_forget', float('nan')):.4f} -> {result.output_dir}/model"
         )
         ev = result.eval
-        if ev:
+        if ev and "model_utility" not in ev:  # another suite than TOFU: its headline numbers
+            from dsunlearn.suites import get_suite
+
+            heads = get_suite(cfg.data.suite).headline(ev)
+            print(", ".join(f"{h.label} {h.value:.4f}" for h in heads if h.value is not None))
+        elif ev:
             fq = ev.get("forget_quality")
             print(
                 f"model utility {ev['model_utility']:.4f}, forget ROUGE-L {ev['forget_rouge']:.4f}, "
