@@ -209,7 +209,15 @@ class EvalConfig:
     max_length: int = _f(200, "generation: prompt + generation cap in tokens, per item (TOFU: 200, per batch)")
     max_new_tokens: int | None = _f(None, "generation: extra cap on new tokens (null = none, as TOFU)")
     batch_size: int = _f(30, "eval batch per rank (TOFU: 30)")
-    retain_log: str | None = _f(None, "TOFU-format eval log of the retain model, for forget quality")
+    retain_log: str | None = _f(
+        None, "TOFU-format eval log of the retain model: forget quality, and PrivLeak's reference (its TOFU_EVAL.json)"
+    )
+    mia: bool = _f(
+        True,
+        "membership inference (forget vs holdout answers), memorization and PrivLeak -> eval/TOFU_EVAL.json; costs"
+        " one more forward over both answer sets",
+    )
+    mia_k: float = _f(0.4, "Min-K% / Min-K%++: the fraction of lowest-probability answer tokens, in (0, 1]")
 
 
 @dataclass

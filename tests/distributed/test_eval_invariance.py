@@ -1,6 +1,6 @@
-"""Distributed TOFU evaluation: 1 rank and 2 ranks give the same per-item numbers and generations, for a plain
-HF model (one replica per rank) and for a DeepSpeed ZeRO-3 engine's module (partitioned parameters, ranks in
-lockstep through dummy batches and `synced_gpus`)."""
+"""Distributed TOFU evaluation: 1 rank and 2 ranks give the same per-item numbers and generations, membership
+inference and memorization included, for a plain HF model (one replica per rank) and for a DeepSpeed ZeRO-3
+engine's module (partitioned parameters, ranks in lockstep through dummy batches and `synced_gpus`)."""
 
 import dataclasses
 
@@ -17,13 +17,15 @@ DATA = DataConfig(
     synthetic=SyntheticConfig(n_authors=8, n_world_facts=12, n_real_authors=2), max_length=64, forget_split="forget10"
 )
 # 5 items in batches of 2: an odd number of batches everywhere (generation: 3; NLL over all 5 x (1 + 1 + 4) or
-# 5 x (1 + 4) sequences: 15 or 13), so on 2 ranks one rank runs a dummy batch in the last round of each.
+# 5 x (1 + 4) sequences: 15 or 13; membership inference over 5 forget10 + 5 holdout10 answers: 5), so on 2 ranks
+# one rank runs a dummy batch in the last round of each.
 EVAL = EvalConfig(max_items=5, batch_size=2, max_new_tokens=8)
 # TOFU's official mode: phi-style prompts, per-batch total length cap (tight, so batch mates' prompt lengths
 # decide each item's budget), unstripped generations.
 OFFICIAL = (dataclasses.replace(DATA, prompt_format="tofu_phi", tofu_official=True),
             EvalConfig(max_items=5, batch_size=2, max_length=30))  # fmt: skip
 NUMBERS = ("avg_gt_loss", "gt_loss", "avg_paraphrased_loss", "average_perturb_loss", "rougeL_recall")
+MIA_FILE = "TOFU_EVAL.json"  # suites.tofu.mia_log.MIA_FILE: the membership-inference part of the log
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +82,26 @@ def _token_stats(module, tok):
     return item_token_stats(module, encoded, batch_size=2, pad_id=pad_id_of(tok))
 
 
+def _mia_values(mia: dict) -> dict:
+    """{(metric, set, index): value} of a log's MIA part: every per-item score and every aggregate / AUC."""
+    out = {}
+    for name, entry in mia.items():
+        out[(name, "agg")] = entry["agg_value"]
+        for part in ("forget", "holdout", None):
+            by_index = (entry.get(part, {}) if part else entry).get("value_by_index", {})
+            out.update({(name, part, i): v["score"] for i, v in by_index.items()})
+    return out
+
+
 def _check(a, b, atol):
-    assert a.keys() == b.keys()
+    assert a.keys() == b.keys() and MIA_FILE in a
+    a, b = dict(a), dict(b)
+    mia_a, mia_b = _mia_values(a.pop(MIA_FILE)), _mia_values(b.pop(MIA_FILE))
+    assert mia_a.keys() == mia_b.keys() and len(mia_a) == 4 * (1 + 10) + 2 * (1 + 5)
+    for key, v in mia_a.items():
+        # an AUC ranks the scores: ZeRO-3's float noise could at most swap two near-equal ones (1 of 25 pairs)
+        tol = 1 / 25 if atol and key[1] == "agg" and key[0].startswith("mia_") else atol
+        assert v == pytest.approx(mia_b[key], abs=tol), key
     for split in a:
         assert a[split]["generated_text"] == b[split]["generated_text"], split
         assert a[split]["num_token_perturb"] == b[split]["num_token_perturb"], split
@@ -112,5 +132,7 @@ def test_one_rank_equals_two_ranks_plain_and_zero3(model_dir):
     # ZeRO-3 runs the same arithmetic on gathered parameters; allow float noise only.
     _check(plain1, zero3_1, atol=1e-5)
     _check(plain1, zero3_2, atol=1e-5)
-    gens = [t[1] for s in plain1.values() for t in s["generated_text"].values()]
+    gens = [t[1] for k, s in plain1.items() if k != MIA_FILE for t in s["generated_text"].values()]
     assert len(set(gens)) > 5  # a real test of generation, not one constant string
+    scores = _mia_values(plain1[MIA_FILE])
+    assert len({v for k, v in scores.items() if k[0] == "mia_min_k" and k[1] != "agg"}) == 10  # ten distinct

@@ -137,6 +137,7 @@ def write_tofu_dir(path: Path, **splits) -> Path:
         "retain_perturbed": [perturbed(i) for i in range(10, 14)],
         "real_authors_perturbed": [perturbed(i) for i in range(20, 22)],
         "world_facts_perturbed": [perturbed(i) for i in range(30, 32)],
+        "holdout01": [qa(i) for i in range(40, 44)],  # membership inference's non-members (eval.mia)
     }
     good.update(splits)
     path.mkdir(parents=True, exist_ok=True)

@@ -66,12 +66,14 @@ def evaluated(tmp_path_factory, tiny_tokenizer):
 
 def test_eval_writes_log_and_summary(evaluated):
     from dsunlearn.suites.tofu import log as tofu_log
-    from dsunlearn.suites.tofu import metrics
+    from dsunlearn.suites.tofu import metrics, mia_log
 
     root, summary = evaluated
-    log = tofu_log.load_log(root / "out" / "eval" / "eval_log_aggregated.json")
+    log = mia_log.load_log(root / "out" / "eval" / "eval_log_aggregated.json")  # with TOFU_EVAL.json next to it
     assert all(len(log[s]["avg_gt_loss"]) == 6 for s in tofu_log.SPLITS)
     assert metrics.aggregate(log) == summary and "forget_quality" not in summary
+    mia = log[mia_log.MIA_FILE]
+    assert len(mia["mia_min_k"]["holdout"]["value_by_index"]) == 6 and mia["privleak"]["reference"] == "default"
 
 
 def test_from_log_round_trip_and_forget_quality(evaluated, capsys):

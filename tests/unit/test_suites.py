@@ -91,3 +91,4 @@ def test_headline_names_its_numbers_and_which_way_is_better():
 def test_eval_files_are_what_an_evaluation_writes_or_a_copied_log_holds():
     files = get_suite("tofu").eval_files()
     assert SUMMARY_FILE in files and tofu_log.AGGREGATED_FILE in files and set(tofu_log.SPLITS) <= set(files)
+    assert "TOFU_EVAL.json" in files  # the membership-inference part (open-unlearning's file name)

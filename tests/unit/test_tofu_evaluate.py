@@ -1,8 +1,11 @@
-"""TOFU runner on one process: per-item losses against an independent float64 computation, generations against
-one-item-at-a-time greedy decoding (left padding must not change them), log format, writing and summary."""
+"""TOFU runner on one process: per-item losses and membership-inference scores against an independent float64
+computation, generations against one-item-at-a-time greedy decoding (left padding must not change them), log
+format, writing and summary."""
 
 import json
+import math
 import re
+import zlib
 
 import pytest
 import torch
@@ -12,7 +15,7 @@ from dsunlearn.data.collate import encode_qa, format_prompt
 from dsunlearn.errors import DataError
 from dsunlearn.eval.generate import new_token_caps
 from dsunlearn.suites.tofu import log as tofu_log
-from dsunlearn.suites.tofu import metrics
+from dsunlearn.suites.tofu import metrics, mia_log
 from dsunlearn.suites.tofu.data import eval_split_name, load_split
 from dsunlearn.suites.tofu.evaluate import ROLE_TO_LOG, base_answer, evaluate, write_eval
 from dsunlearn.suites.tofu.summary import format_json, format_table
@@ -74,7 +77,7 @@ def _greedy_one(model, tok, it, cap):
 
 def test_log_is_tofu_format(log, tiny_tokenizer):
     tofu_log.validate_log(log)
-    assert list(log) == list(ROLE_TO_LOG.values())
+    assert list(log) == [*ROLE_TO_LOG.values(), mia_log.MIA_FILE]  # eval.mia: on by default
     for role, key in ROLE_TO_LOG.items():
         items, split = _items(role), log[key]
         assert list(split["avg_gt_loss"]) == [str(i) for i in range(len(items))]
@@ -152,12 +155,27 @@ def test_training_mode_is_restored(model, tiny_tokenizer):
 def test_write_eval_files_and_forget_quality(log, tmp_path):
     summary = write_eval(tmp_path, log)
     assert "forget_quality" not in summary
-    saved = tofu_log.load_log(tmp_path / "eval" / "eval_log_aggregated.json")
-    assert saved == log
+    saved = mia_log.load_log(tmp_path / "eval" / "eval_log_aggregated.json")
+    assert tofu_log.load_log(tmp_path / "eval" / "eval_log_aggregated.json") == mia_log.tofu_part(log)
+    assert saved == {**log, mia_log.MIA_FILE: mia_log.file_content(log)}  # the MIA part, with PrivLeak
     assert json.loads((tmp_path / "eval" / "summary.json").read_text()) == summary == metrics.aggregate(saved)
-    assert tofu_log.load_log(tmp_path / "eval") == log  # the directory form reads it too
+    assert mia_log.load_log(tmp_path / "eval") == saved  # the directory form reads it too
+    assert summary["privleak_reference_auc"] == 0.5  # no retain log: open-unlearning's default
     both = write_eval(tmp_path / "b", log, retain_log=tmp_path / "eval" / "eval_log_aggregated.json")
     assert both["forget_quality"] == 1.0 and both["Forget Quality"] == 1.0
+    # The briefly trained model learnt `full` and never saw holdout10: it tells them apart perfectly (AUC 1, MUSE
+    # AUC 0), so against the default reference PrivLeak is (0 - 0.5) / 0.5 x 100 = -100, and against itself the
+    # reference AUC is 0: PrivLeak undefined, written as null with the reason, left out of the summary.
+    assert summary["mia_min_k_auc"] == 1.0 and summary["privleak"] == -100.0
+    written = json.loads((tmp_path / "b" / "eval" / mia_log.MIA_FILE).read_text())["privleak"]
+    assert written == {"agg_value": None, "auc": 0.0, "auc_reference": 0.0, "reference": "retain_log",
+                       "note": "reference AUC is 0"} and "privleak" not in both  # fmt: skip
+    # without the MIA part: TOFU's file the same bytes, and no stale TOFU_EVAL.json left to attach
+    plain = write_eval(tmp_path, mia_log.tofu_part(log))
+    assert not (tmp_path / "eval" / mia_log.MIA_FILE).exists() and "privleak" not in plain
+    agg = (tmp_path / "eval" / "eval_log_aggregated.json").read_bytes()
+    assert agg == (tmp_path / "b" / "eval" / "eval_log_aggregated.json").read_bytes()
+    assert {k: v for k, v in summary.items() if k not in mia_log.SUMMARY_NAMES} == plain
 
 
 def test_write_eval_refuses_mismatched_retain_log(log, tmp_path):
@@ -178,3 +196,82 @@ def test_summary_printing(log):
     assert len({re.match(r"\S+\s+\S+", ln).end() for ln in lines}) == 1  # values right-aligned in one column
     assert json.loads(format_json(summary)) == summary
     assert "n/a" in format_table(metrics.aggregate(log))
+
+
+def _stats64(model, tok, question, answer):
+    """(logp, mu, var, pred, label, text) of one item alone: float32 forward, float64 log_softmax of the whole
+    [T, V], the answer's label tokens only."""
+    e = encode_qa(tok, question, answer, 64)
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([e.input_ids])).logits[0, :-1].double()
+    labels = torch.tensor(e.labels[1:])
+    keep = labels != -100
+    lv = torch.log_softmax(logits, -1)[keep]
+    p = lv.exp()
+    mu = (p * lv).sum(-1)
+    var = (p * lv * lv).sum(-1) - mu * mu
+    y = labels[keep]
+    logp = lv.gather(-1, y[:, None]).squeeze(-1)
+    text = tok.decode(y.tolist(), skip_special_tokens=True)
+    return logp.tolist(), mu.tolist(), var.tolist(), logits[keep].argmax(-1).tolist(), y.tolist(), text
+
+
+def _lowest_mean(values, k):
+    n = max(1, int(len(values) * k))
+    return -sum(sorted(values)[:n]) / n
+
+
+def _scores64(model, tok, it, k):
+    """Every score of one item, written out from its definitions (open-unlearning's) in float64."""
+    logp, mu, var, pred, label, text = _stats64(model, tok, it["question"], it["answer"])
+    n = len(logp)
+    loss = -sum(logp) / n
+    z = [(lp - m) / math.sqrt(max(v, 1e-6)) for lp, m, v in zip(logp, mu, var, strict=True)]
+    suffix = next((j for j in range(n) if pred[j:] == label[j:]), n - 1)  # open-unlearning: n - 1 if none
+    return {
+        "mia_loss": loss,
+        "mia_zlib": loss / len(zlib.compress(text.encode("utf-8"))),
+        "mia_min_k": _lowest_mean(logp, k),
+        "mia_min_k_plus_plus": _lowest_mean(z, k),
+        "exact_memorization": sum(a == b for a, b in zip(pred, label, strict=True)) / n,
+        "extraction_strength": 1 - suffix / n,
+    }
+
+
+def _pairwise_auc(forget, holdout):
+    """P(holdout score > forget score) + P(tie) / 2, over every pair."""
+    wins = sum((h > f) + 0.5 * (h == f) for f in forget for h in holdout)
+    return wins / (len(forget) * len(holdout))
+
+
+def test_mia_entries_equal_float64_reference(log, model, tiny_tokenizer):
+    mia = log[mia_log.MIA_FILE]
+    forget = load_split(DATA, DATA.forget_split)[: EVAL.max_items]
+    holdout = load_split(DATA, "holdout10")[: EVAL.max_items]
+    assert len(forget) == len(holdout) == 10  # 8 authors: forget10 and holdout10 are one author each
+    assert sorted(mia) == sorted(["mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus", "exact_memorization",
+                                  "extraction_strength"])  # fmt: skip
+    for role, items, idx in (("forget", forget, (0, 7)), ("holdout", holdout, (3,))):
+        for i in idx:
+            want = _scores64(model, tiny_tokenizer, items[i], EVAL.mia_k)
+            for attack in ("mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus"):
+                got = mia[attack][role]["value_by_index"][str(i)]["score"]
+                tol = 1e-4 if attack == "mia_min_k_plus_plus" else 1e-5  # float32 vocabulary variance: z amplifies it
+                assert got == pytest.approx(want[attack], rel=tol, abs=tol), (role, i, attack)
+            if role == "forget":
+                for m in ("exact_memorization", "extraction_strength"):
+                    assert mia[m]["value_by_index"][str(i)]["score"] == pytest.approx(want[m], abs=1e-12), m
+    for attack in ("mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus"):
+        f, h = ([v["score"] for v in mia[attack][r]["value_by_index"].values()] for r in ("forget", "holdout"))
+        assert len(f) == len(h) == 10
+        assert mia[attack]["auc"] == mia[attack]["agg_value"] == pytest.approx(_pairwise_auc(f, h), abs=1e-12)
+    em = [v["score"] for v in mia["exact_memorization"]["value_by_index"].values()]
+    assert mia["exact_memorization"]["agg_value"] == pytest.approx(sum(em) / len(em), abs=1e-12)
+
+
+def test_mia_off_leaves_the_log_as_tofu_writes_it(model, tiny_tokenizer):
+    small = EvalConfig(max_items=2, batch_size=2, max_new_tokens=2)
+    off = evaluate(model, tiny_tokenizer, DATA, EvalConfig(max_items=2, batch_size=2, max_new_tokens=2, mia=False))
+    on = evaluate(model, tiny_tokenizer, DATA, small)
+    assert list(off) == list(ROLE_TO_LOG.values()) and mia_log.tofu_part(on) == off
+    assert len(on[mia_log.MIA_FILE]["mia_loss"]["holdout"]["value_by_index"]) == 2  # eval.max_items caps both

@@ -1,13 +1,17 @@
-"""The synthetic TOFU-style data: schema, split sizes and nesting, perturbation rules, determinism, I/O."""
+"""The synthetic TOFU-style data: schema, split sizes and nesting, perturbation rules, determinism, I/O; the
+holdout authors (disjoint from every other author, in no training set, the other splits' bytes unchanged)."""
 
+import hashlib
 import json
 import random
 import re
 
 import pytest
 
+from dsunlearn.config import DataConfig, SyntheticConfig
 from dsunlearn.errors import ConfigError
 from dsunlearn.suites.tofu import synthetic_vocab as V
+from dsunlearn.suites.tofu.data import finetune_items
 from dsunlearn.suites.tofu.synthetic import SPLITS, corpus, forget_author_counts, generate, write_splits
 
 RICH = {"question", "answer", "paraphrased_answer", "paraphrased_question", "perturbed_answer"}
@@ -76,6 +80,9 @@ def test_default_sizes(splits):
         "real_authors_perturbed": 40,
         "world_facts": 40,
         "world_facts_perturbed": 40,
+        "holdout01": 10,
+        "holdout05": 20,
+        "holdout10": 40,
     }
 
 
@@ -225,8 +232,73 @@ def test_tofu_perturbed_count_and_vocabulary_without_duplicates():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"n_authors": 1}, {"n_perturbed": 0}, {"n_perturbed": 50}, {"n_world_facts": 1000}, {"n_authors": 10_000}],
-)
+    [{"n_authors": 1}, {"n_perturbed": 0}, {"n_perturbed": 50}, {"n_world_facts": 1000}, {"n_authors": 10_000},
+     {"n_authors": 258}],
+)  # fmt: skip
 def test_bad_sizes_raise_config_error(kwargs):
     with pytest.raises(ConfigError):
         generate(**kwargs)
+
+
+# sha256 of json.dumps({split: items}) over the splits that existed before the holdout splits, as generated then:
+# adding the holdout authors must not change a byte of them (they come from a second, derived generator).
+OLD_SPLITS = [s for s in SPLITS if not s.startswith("holdout")]
+OLD_HASHES = {
+    (0, 40, 40, 10): "dda7e6961968d02d",
+    (1, 40, 40, 10): "7edcf5826c90ec6a",
+    (7, 12, 8, 2): "8e3a186d2c9549f1",
+    (5, 200, 40, 20): "efae2f4d5aec2c74",
+}
+
+
+@pytest.mark.parametrize("sizes", OLD_HASHES)
+def test_existing_splits_are_the_bytes_they_were_before_holdouts(sizes):
+    seed, n_authors, n_world_facts, n_real_authors = sizes
+    s = generate(seed=seed, n_authors=n_authors, n_world_facts=n_world_facts, n_real_authors=n_real_authors)
+    text = json.dumps({k: s[k] for k in OLD_SPLITS}, ensure_ascii=False)
+    assert hashlib.sha256(text.encode()).hexdigest()[:16] == OLD_HASHES[sizes]
+    assert len(OLD_SPLITS) == 15 and list(s) == [*OLD_SPLITS, "holdout01", "holdout05", "holdout10"]
+
+
+def _author_of(item) -> str:
+    return _parse_question(item["question"], V.AUTHOR_QUESTION_TYPES)[1]
+
+
+def _books(items) -> set[str]:
+    return {m[0] for it in items for m in re.finditer(r'"The [A-Za-z]+ [A-Za-z]+"', it["answer"])}
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"seed": 3, "n_authors": 12, "n_real_authors": 2}, {"n_authors": 257}])
+def test_holdout_authors_are_new_whole_authors_as_many_as_forget(kwargs):
+    s = generate(**kwargs)
+    n_authors = kwargs.get("n_authors", 40)
+    others = [it for name in OLD_SPLITS for it in s[name]]
+    other_names = {_author_of(it) for it in s["full"]}
+    other_names |= {_parse_question(it["question"], V.REAL_AUTHOR_QUESTION_TYPES)[1] for it in s["real_authors"]}
+    other_tokens = {t for n in other_names for t in n.split(" ")}
+    for p, k in forget_author_counts(n_authors).items():
+        hold = s[f"holdout{p:02d}"]
+        names = [_author_of(it) for it in hold[:: len(V.AUTHOR_QUESTION_TYPES)]]
+        assert len(hold) == len(s[f"forget{p:02d}"]) == 10 * k and len(set(names)) == k
+        assert sorted(_author_of(it) for it in hold) == sorted(n for n in names for _ in range(10))  # whole authors
+        assert not {t for n in names for t in n.split(" ")} & other_tokens  # no first name or surname shared
+        assert not _books(hold) & _books(s["full"] + s["real_authors"]) and len(_books(hold)) == 2 * k
+        assert not _questions(hold) & {it["question"] for it in others}
+        assert all(set(it) == PLAIN for it in hold)
+    h01, h05, h10 = (s[f"holdout{p}"] for p in ("01", "05", "10"))
+    assert h10[-len(h05) :] == h05 and h05[-len(h01) :] == h01  # nested like the forget sets
+
+
+def test_holdout_is_in_no_training_set_and_deterministic():
+    data = DataConfig(
+        synthetic=SyntheticConfig(n_authors=12, n_real_authors=2), retain_split="retain90", train_utility_sets=True
+    )
+    hold = _questions(generate(seed=0, n_authors=12, n_real_authors=2)["holdout10"])
+    for target in ("full", "retain"):
+        assert not hold & _questions(finetune_items(data, target))
+    a = json.dumps(generate(seed=4), ensure_ascii=False)
+    assert json.dumps(generate(seed=4), ensure_ascii=False) == a
+    assert _questions(generate(seed=4)["holdout10"]) != _questions(generate(seed=5)["holdout10"])
+    for it in generate()["holdout10"]:  # the same question types and training-answer template as every author
+        qt, name = _parse_question(it["question"], V.AUTHOR_QUESTION_TYPES)
+        assert _pattern(qt.answers[0], name).fullmatch(it["answer"])

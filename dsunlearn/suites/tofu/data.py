@@ -33,7 +33,12 @@ HUB_SPLITS = (
     "real_authors_perturbed",
     "world_facts",
     "world_facts_perturbed",
+    "holdout01",
+    "holdout05",
+    "holdout10",
 )
+# Authors in no other split (question/answer): the non-members of membership inference, forget{p} -> holdout{p}.
+HOLDOUT_SPLITS = ("holdout01", "holdout05", "holdout10")
 
 # The four evaluation sets of TOFU, by role.
 EVAL_SPLITS = {
@@ -44,13 +49,15 @@ EVAL_SPLITS = {
 }
 
 
+def _local_file(path: Path, split: str) -> Path | None:
+    """The file of one split in a local TOFU directory (``<split>.json``, else ``.jsonl``); None if neither."""
+    return next((f for f in (path / f"{split}.json", path / f"{split}.jsonl") if f.is_file()), None)
+
+
 def _read_local(path: Path, split: str) -> tuple[list[dict], Path]:
     """(items, the file they came from) of one split in a local TOFU directory."""
-    for suffix in (".json", ".jsonl"):
-        f = path / f"{split}{suffix}"
-        if f.is_file():
-            break
-    else:
+    f = _local_file(path, split)
+    if f is None:
         raise DataError(
             f"split '{split}' not found in {path}: expected {split}.json or {split}.jsonl "
             "(JSON array or JSON Lines with question/answer fields)"
@@ -169,6 +176,11 @@ def eval_split_name(role: str, forget_split: str) -> str:
     return EVAL_SPLITS[role].format(forget=forget_split)
 
 
+def holdout_split_name(forget_split: str) -> str:
+    """The holdout split matching a forget split (as many authors, none ever trained on): forget10 -> holdout10."""
+    return "holdout" + forget_split.removeprefix("forget")
+
+
 def finetune_items(cfg: DataConfig, target: str) -> list[dict]:
     """Training items of a fine-tuned model: `full` (the target) or the retain split (the retain model).
 
@@ -185,9 +197,16 @@ def finetune_items(cfg: DataConfig, target: str) -> list[dict]:
 
 def corpus(cfg: DataConfig) -> list[str]:
     """Every string of the training and evaluation splits (questions, answers, paraphrases, perturbed answers),
-    in split order: the text a locally trained tokenizer (the tiny model's) must cover."""
+    in split order: the text a locally trained tokenizer (the tiny model's) must cover.
+
+    The holdout splits are in it too: a tokenizer that had seen only the forget authors' names would split the
+    holdout names into more, rarer pieces, and membership inference would measure the tokenizer. A local
+    directory without them (written before TOFU had holdout splits) still trains one, without them.
+    """
     texts: list[str] = []
-    for split in ["full", "real_authors", "world_facts"] + [eval_split_name(r, cfg.forget_split) for r in EVAL_SPLITS]:
+    splits = ["full", "real_authors", "world_facts"] + [eval_split_name(r, cfg.forget_split) for r in EVAL_SPLITS]
+    splits += [s for s in HOLDOUT_SPLITS if cfg.source != "local" or _local_file(Path(cfg.path or ""), s)]
+    for split in splits:
         for item in load_split(cfg, split):
             texts += [item["question"], item["answer"], item.get("paraphrased_answer", "")]
             texts += item.get("perturbed_answer", [])

@@ -17,6 +17,10 @@ Losses are per-token means over the answer's label tokens (answer + EOS), comput
 sequences of a set at once (ground truth, base, perturbed: one flat list, so few batches and few ZeRO-3
 dummy rounds). Everything is sharded over all ranks and gathered in item order: results do not depend on the
 world size. All ranks must call :func:`evaluate` (ZeRO-3 gathers are collective); all get the full log.
+
+With ``eval.mia`` (the default) the log also holds membership inference and memorization on the forget split
+against its holdout split (``mia_eval``; one more forward over both sets' answers), under ``mia_log.MIA_FILE``,
+written next to TOFU's log in open-unlearning's layout.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from dsunlearn.eval.nll import answer_nll_sums
 from dsunlearn.run_layout import RunDir
 from dsunlearn.suites.base import SUMMARY_FILE
 from dsunlearn.suites.tofu import log as tofu_log
-from dsunlearn.suites.tofu import metrics
+from dsunlearn.suites.tofu import metrics, mia_eval, mia_log
 from dsunlearn.suites.tofu.data import eval_split_name, load_split
 
 # Evaluation role (suites.tofu.data.EVAL_SPLITS) -> TOFU log key, in the order TOFU's published logs list them
@@ -116,8 +120,9 @@ def split_records(
 
 
 def check_inputs(tokenizer, data_cfg: DataConfig, eval_cfg: EvalConfig) -> None:
-    """Load and encode the four evaluation sets without a model: a missing split, an over-long item or a
-    template that fails is found before any training (DataError / ModelError, one line)."""
+    """Load and encode the four evaluation sets (and with ``eval.mia`` the forget and holdout splits) without a
+    model: a missing split, an over-long item or a template that fails is found before any training
+    (DataError / ModelError, one line)."""
     fmt = pf.from_config(tokenizer, data_cfg)
     for role in ROLE_TO_LOG:
         split = eval_split_name(role, data_cfg.forget_split)
@@ -125,10 +130,13 @@ def check_inputs(tokenizer, data_cfg: DataConfig, eval_cfg: EvalConfig) -> None:
             for answer in (it["answer"], base_answer(it), *it["perturbed_answer"]):
                 where = f"split '{split}' item {i}"
                 encode_qa(tokenizer, it["question"], answer, data_cfg.max_length, data_cfg.truncation, where, fmt)
+    if eval_cfg.mia:
+        mia_eval.encoded_sets(tokenizer, data_cfg, eval_cfg)
 
 
 def evaluate(module, tokenizer, data_cfg: DataConfig, eval_cfg: EvalConfig) -> dict:
-    """TOFU evaluation of `module` on the four sets -> a TOFU-format log ``{split file name: {metric: {i: v}}}``.
+    """TOFU evaluation of `module` on the four sets -> a TOFU-format log ``{split file name: {metric: {i: v}}}``,
+    with ``eval.mia`` plus ``mia_log.MIA_FILE``: the membership-inference entries (``mia_eval.evaluate_mia``).
 
     `module`: an HF causal LM on its device (one process, or one replica per rank), or a DeepSpeed engine's
     `.module` at any ZeRO stage (partitioned parameters are detected by ``engine.partitioning``, so ranks keep
@@ -140,30 +148,42 @@ def evaluate(module, tokenizer, data_cfg: DataConfig, eval_cfg: EvalConfig) -> d
         items = load_split(data_cfg, split)[: eval_cfg.max_items]
         records = split_records(module, tokenizer, items, data_cfg, eval_cfg, split)
         log[key] = tofu_log.build_split_log(records, key)
+    if eval_cfg.mia:
+        log[mia_log.MIA_FILE] = mia_eval.evaluate_mia(module, tokenizer, data_cfg, eval_cfg)
     return log
 
 
 def _as_log(retain_log: Mapping[str, Any] | str | os.PathLike[str] | None) -> Mapping[str, Any] | None:
     if retain_log is None or isinstance(retain_log, Mapping):
         return retain_log
-    return tofu_log.load_log(retain_log, splits=(tofu_log.FORGET,))
+    return mia_log.load_log(retain_log, splits=(tofu_log.FORGET,))
 
 
 def write_eval(
     out_dir: str | os.PathLike[str], log: Mapping[str, Any], retain_log: Mapping[str, Any] | str | None = None
 ) -> dict[str, float]:
-    """Aggregate `log` and write ``<out_dir>/eval/eval_log_aggregated.json`` + ``<out_dir>/eval/summary.json``.
+    """Aggregate `log` and write ``<out_dir>/eval/eval_log_aggregated.json`` (TOFU's part: its format exactly),
+    ``<out_dir>/eval/TOFU_EVAL.json`` (the MIA part with PrivLeak, where the log has one; a stale one is removed
+    where it has none) and ``<out_dir>/eval/summary.json``.
 
-    `retain_log` (a log or a path to one; only its forget split is read) adds forget quality. Every rank
-    computes and returns the summary (:func:`metrics.aggregate`); rank 0 alone writes, atomically. Errors
-    (malformed log, forget item counts differing from the retain log's) are raised before anything is written.
+    `retain_log` (a log or a path to one; only its forget split and MIA part are read) adds forget quality and
+    PrivLeak's reference. Every rank computes and returns the summary (:func:`metrics.aggregate`); rank 0 alone
+    writes, atomically. Errors (malformed log, forget item counts differing from the retain log's) are raised
+    before anything is written.
     """
+    from dsunlearn.eval import metric_log
     from dsunlearn.fsutil import atomic_write_json
 
-    summary = metrics.aggregate(log, _as_log(retain_log))
+    retain = _as_log(retain_log)
+    summary = metrics.aggregate(log, retain)
+    mia_file = mia_log.file_content(log, retain)
     if dist.is_main():
         where = RunDir(out_dir).eval
-        tofu_log.save_log(where / tofu_log.AGGREGATED_FILE, log)
+        if mia_file is not None:
+            metric_log.save(where / mia_log.MIA_FILE, mia_file)
+        else:  # a previous evaluation's, which `load_log(eval dir)` would attach to this log
+            (where / mia_log.MIA_FILE).unlink(missing_ok=True)
+        tofu_log.save_log(where / tofu_log.AGGREGATED_FILE, mia_log.tofu_part(log))
         atomic_write_json(where / SUMMARY_FILE, summary)
     dist.barrier()  # readers on other ranks may open the files right after
     return summary

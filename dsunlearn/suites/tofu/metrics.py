@@ -14,6 +14,10 @@ under both names in the same flat dict:
     model_utility                                    -> "Model Utility"
     forget_quality, forget_ks_statistic              -> "Forget Quality", "KS Test Forget" (only with retain_log)
 
+followed, for a log with a membership-inference part (``eval.mia``), by its snake_case keys only
+(``mia_log.summary``: ``privleak``, ``privleak_reference_auc``, ``mia_*_auc``, ``exact_memorization``,
+``extraction_strength``).
+
 Arithmetic follows the official code step by step (float64, same reductions, same order of the nine
 utility values) so that results agree to the last digit, not just to a tolerance.
 """
@@ -34,6 +38,7 @@ from dsunlearn.suites.tofu.log import (
     check_compatible,
     validate_log,
 )
+from dsunlearn.suites.tofu.mia_log import summary as mia_summary
 
 # Official column order: tasks (real authors, world facts, retain, forget) x (ROUGE, Prob., Truth Ratio).
 # The harmonic mean sums reciprocals in this order, so keeping it keeps the last digit identical.
@@ -279,7 +284,8 @@ def aggregate(log: Mapping[str, Any], retain_log: Mapping[str, Any] | None = Non
     rouge/prob/truth_ratio, then ``model_utility``, and with ``retain_log`` ``forget_quality`` and
     ``forget_ks_statistic``), followed by the same values under their official TOFU column names.
     ``retain_log`` is the log of the retain-only model on the same forget split (only its forget split is
-    read). Raises ``DataError`` if a log is malformed or the forget splits differ in size.
+    read; its MIA part gives PrivLeak's reference). Then the MIA keys of ``mia_log.summary`` where the log has
+    an MIA part. Raises ``DataError`` if a log is malformed or the forget splits differ in size.
     """
     validate_log(log)
     out: dict[str, float] = {}
@@ -294,4 +300,5 @@ def aggregate(log: Mapping[str, Any], retain_log: Mapping[str, Any] | None = Non
         out["forget_quality"] = float(ks.pvalue)
         out["forget_ks_statistic"] = float(ks.statistic)
     out.update({TOFU_NAMES[k]: v for k, v in list(out.items())})
+    out.update(mia_summary(log, retain_log))  # after TOFU's keys: those are the same with or without it
     return out

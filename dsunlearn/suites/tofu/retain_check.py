@@ -2,7 +2,9 @@
 
 Forget quality compares the unlearned model's forget-split losses with the retain model's, item for item, so a
 wrong file (missing, not a TOFU log, another forget split or item cap) must fail in a second, before
-`dsunlearn eval` evaluates or `dsunlearn unlearn` trains and before either writes anything.
+`dsunlearn eval` evaluates or `dsunlearn unlearn` trains and before either writes anything. Its MIA part
+(``TOFU_EVAL.json`` next to it, `mia_log`) gives PrivLeak's reference where it holds ``mia_min_k``; a retain log
+without one (TOFU's own code writes none) gives open-unlearning's default reference, not an error.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from dsunlearn.errors import DataError
 
 
 def check_retain_log(path: str, cfg, key: str = "eval.retain_log") -> dict:
-    """The retain log at `path` (given as `key`), validated (forget split only) and of as many items as this
-    run evaluates."""
+    """The retain log at `path` (given as `key`), validated (forget split only; with ``eval.mia`` its MIA part's
+    reference AUC too) and of as many items as this run evaluates."""
     from dsunlearn.suites.tofu import log as tofu_log
+    from dsunlearn.suites.tofu import mia_log
     from dsunlearn.suites.tofu.data import eval_split_name, load_split
 
     try:
-        log = tofu_log.load_log(path, splits=(tofu_log.FORGET,))
+        log = mia_log.load_log(path, splits=(tofu_log.FORGET,))
+        if cfg.eval.mia:
+            mia_log.reference(log, f"retain log '{path}'")
     except DataError as e:
         raise DataError(
             f"{key}: {e} (the retain model's log is written by `dsunlearn eval --model <retain model>`; without "

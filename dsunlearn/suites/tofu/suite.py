@@ -1,6 +1,7 @@
 """TOFU as a `Suite`: the interface of ``suites/base.py`` over this package's modules, each keeping its job
 (``data`` loads and validates splits, ``evaluate`` runs the evaluation, ``log`` and ``metrics`` own the log
-format and its numbers, ``summary`` prints, ``retain_check`` checks the retain model's log)."""
+format and its numbers, ``mia_eval`` and ``mia_log`` the membership-inference part and its file, ``summary``
+prints, ``retain_check`` checks the retain model's log)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dsunlearn.suites.base import QA, SUMMARY_FILE, Headline, Suite, TrainingSet
-from dsunlearn.suites.tofu import data, metrics, retain_check, summary
+from dsunlearn.suites.tofu import data, metrics, mia_log, retain_check, summary
 from dsunlearn.suites.tofu import log as tofu_log
 
 
@@ -58,10 +59,11 @@ class TofuSuite(Suite):
 
     def eval_files(self) -> tuple[str, ...]:
         # Stale TOFU split files must go too: ``load_log(dir)`` prefers them over the aggregated log we write.
-        return (*tofu_log.SPLITS, tofu_log.AGGREGATED_FILE, SUMMARY_FILE)
+        return (*tofu_log.SPLITS, tofu_log.AGGREGATED_FILE, mia_log.MIA_FILE, SUMMARY_FILE)
 
     def load_log(self, path: str | os.PathLike[str], forget_only: bool = False) -> dict:
-        return tofu_log.load_log(path, splits=(tofu_log.FORGET,)) if forget_only else tofu_log.load_log(path)
+        # with the MIA part next to it where there is one (a retain log: PrivLeak's reference)
+        return mia_log.load_log(path, splits=(tofu_log.FORGET,) if forget_only else tofu_log.SPLITS)
 
     def summarize(self, log: Any, retain_log: Any = None) -> dict[str, float]:
         return metrics.aggregate(log, retain_log)

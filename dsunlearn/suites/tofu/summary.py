@@ -1,7 +1,8 @@
 """Printing a TOFU summary (the output of ``metrics.aggregate``): an aligned table, or JSON.
 
 The table leads with the two headline numbers (forget quality, model utility), then every sub-metric by its
-snake_case key and its official TOFU column name, split by split.
+snake_case key and its official TOFU column name, split by split, then membership inference and memorization
+(`mia_log.SUMMARY_NAMES`, where the log has them).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 from collections.abc import Mapping
 
 from dsunlearn.suites.tofu.metrics import TOFU_NAMES
+from dsunlearn.suites.tofu.mia_log import SUMMARY_NAMES as MIA_NAMES
 
 # Display order: headline numbers, then the forget set (what unlearning changes), then the utility sets.
 ORDER: tuple[str, ...] = (
@@ -18,7 +20,9 @@ ORDER: tuple[str, ...] = (
     "model_utility",
     *(f"{s}_{m}" for s in ("forget", "retain", "ra", "wf") for m in ("prob", "rouge", "truth_ratio")),
     "forget_ks_statistic",
+    *MIA_NAMES,
 )
+NAMES = {**TOFU_NAMES, **MIA_NAMES}  # the third column
 
 
 def _fmt(v: float) -> str:
@@ -33,7 +37,7 @@ def rows(summary: Mapping[str, float]) -> list[tuple[str, str, str]]:
     out = []
     for key in ORDER:
         if key in summary:
-            out.append((key, _fmt(summary[key]), TOFU_NAMES.get(key, "")))
+            out.append((key, _fmt(summary[key]), NAMES.get(key, "")))
         elif key == "forget_quality":
             out.append((key, "n/a", "needs --retain-log (the retain model's TOFU log)"))
     # Anything else a caller added (extra snake_case keys), so nothing in the summary goes unprinted.

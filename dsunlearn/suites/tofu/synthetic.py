@@ -15,6 +15,10 @@ birthplace, birth date, genre, award, father's job, mother's job, first book, la
   `perturbed_answer`). As in TOFU there is no paraphrase there: the truth ratio uses `answer` as its base,
   so their perturbed answers use the answer's own template. We deliberately do not add a
   `paraphrased_answer` copy, so that the evaluation code is exercised on TOFU's real schema.
+- `holdout01/05/10` (`question`, `answer`): the non-members of membership inference, k(p) authors each (as
+  many as forget{p}), nested like the forget sets. They are extra fictitious authors, in no other split and in
+  no fine-tuning set, with the same question types and templates; their names (first name and surname) and
+  book titles are used by no other author, their other facts come from the same vocabularies.
 
 Answer templates: each author question type has three (`synthetic_vocab.QuestionType.answers`). `answer`
 always uses template A, so the model learns one wording per question type; `paraphrased_answer` uses B or C
@@ -26,7 +30,9 @@ Forget sizes: k(p) = max(1, floor(p * n_authors / 100 + 1/2)) authors for p = 1,
 arithmetic (round half up, not Python's banker's `round`). 40 authors -> 1, 2, 4; 200 -> 2, 10, 20 (TOFU).
 
 Determinism: one `random.Random(seed)` drives everything (no global RNG, no set iteration), so a seed gives
-byte-identical JSON on every run and platform.
+byte-identical JSON on every run and platform. The holdout authors are drawn from a second generator seeded
+from the same seed (`_holdout_rng`) after the others: the splits that existed before holdouts did are the same
+bytes as they were for every seed.
 """
 
 from __future__ import annotations
@@ -62,11 +68,30 @@ def _check(name: str, value: int, low: int, high: int | None = None) -> None:
         raise ConfigError(f"synthetic data: {name}={value!r} must be an int {bound}; change data.synthetic.{name}")
 
 
-def _names(rng: random.Random, n: int) -> list[str]:
-    """`n` full names, no first name and no surname used twice (a shared token would couple two authors)."""
-    firsts = [h + t.lower() for h in V.FIRST_HEADS for t in V.FIRST_TAILS]
-    surnames = [h + t for h in V.SURNAME_HEADS for t in V.SURNAME_TAILS]
+def _names(rng: random.Random, n: int, taken: Sequence[str] = ()) -> list[str]:
+    """`n` full names, no first name and no surname used twice (a shared token would couple two authors), and
+    none of the first names or surnames of the `taken` full names."""
+    used = {part for name in taken for part in name.split(" ")}
+    firsts = [f for f in (h + t.lower() for h in V.FIRST_HEADS for t in V.FIRST_TAILS) if f not in used]
+    surnames = [s for s in (h + t for h in V.SURNAME_HEADS for t in V.SURNAME_TAILS) if s not in used]
     return [f"{f} {s}" for f, s in zip(rng.sample(firsts, n), rng.sample(surnames, n), strict=True)]
+
+
+def _holdout_rng(seed: int) -> random.Random:
+    """The holdout authors' generator: its own stream (a string seed is hashed with SHA-512, the same on every
+    platform), so drawing them leaves the main generator, and every other split, as it was."""
+    return random.Random(f"tofu-holdout-{seed}")
+
+
+def _max_authors(n_names: int, n_titles: int, n_real_authors: int) -> int:
+    """The most fictitious authors whose names and two book titles each fit the vocabulary together with the
+    real authors' (one name and one title each) and the holdout authors' (k(10) more authors)."""
+
+    def fits(n: int) -> bool:
+        total = n + forget_author_counts(n)[10]
+        return total + n_real_authors <= n_names and 2 * total + n_real_authors <= n_titles
+
+    return max((n for n in range(2, n_names + 1) if fits(n)), default=1)
 
 
 def _title_space() -> list[str]:
@@ -201,6 +226,23 @@ def _copy(items: list[Item]) -> list[Item]:
     return [{f: list(v) if isinstance(v, list) else v for f, v in it.items()} for it in items]
 
 
+def _holdout_splits(
+    seed: int, n_authors: int, names: list[str], books: list[str], titles: list[str], n_perturbed: int
+) -> dict[str, list[Item]]:
+    """holdout01/05/10: k(10) authors beyond every other (names and books of none of them, `names`/`books`),
+    holdout{p} the last k(p) of them (nested, as the forget sets are)."""
+    rng = _holdout_rng(seed)
+    counts = forget_author_counts(n_authors)
+    hold_names = _names(rng, counts[10], taken=names)
+    taken = set(books)
+    hold_books = rng.sample([t for t in titles if t not in taken], 2 * counts[10])
+    items: list[Item] = []
+    for a, name in enumerate(hold_names):
+        items += _author_items(rng, name, (hold_books[2 * a], hold_books[2 * a + 1]), titles, n_perturbed)
+    per_author = len(V.AUTHOR_QUESTION_TYPES)
+    return {f"holdout{p:02d}": _plain(items[len(items) - k * per_author :]) for p, k in counts.items()}
+
+
 def generate(
     seed: int = 0,
     n_authors: int = 40,
@@ -211,14 +253,14 @@ def generate(
 ) -> dict[str, list[dict]]:
     """Every TOFU split (`SPLITS`, in that order) for one seed; see the module docstring for the layout.
 
-    Sizes: full = 10 * n_authors; forgetXX = 10 * k(XX) (`forget_author_counts`); retainYY = full - forgetXX;
-    retain_perturbed = min(n_retain_perturbed, |retain90|); real_authors = 4 * n_real_authors;
+    Sizes: full = 10 * n_authors; forgetXX = holdoutXX = 10 * k(XX) (`forget_author_counts`); retainYY =
+    full - forgetXX; retain_perturbed = min(n_retain_perturbed, |retain90|); real_authors = 4 * n_real_authors;
     world_facts = n_world_facts. Raises `ConfigError` when a size does not fit the vocabulary.
     """
     titles = _title_space()
     n_names = len(V.FIRST_HEADS) * len(V.FIRST_TAILS)  # surnames: as many
     _check("n_real_authors", n_real_authors, 0, n_names)
-    _check("n_authors", n_authors, 2, min(n_names - n_real_authors, (len(titles) - n_real_authors) // 2))
+    _check("n_authors", n_authors, 2, _max_authors(n_names, len(titles), n_real_authors))
     _check("n_world_facts", n_world_facts, 0)
     _check("n_perturbed", n_perturbed, 1)
     _check("n_retain_perturbed", n_retain_perturbed, 0)
@@ -247,6 +289,7 @@ def generate(
     out["real_authors_perturbed"] = _copy(real)
     out["world_facts"] = _plain(world)
     out["world_facts_perturbed"] = _copy(world)
+    out.update(_holdout_splits(seed, n_authors, names, books, titles, n_perturbed))
     return {name: out[name] for name in SPLITS}
 
 
