@@ -4,7 +4,7 @@ verbmem_f, knowmem_f, knowmem_r   mean ROUGE-L F1 x 100 (MUSE's VerbMem / KnowMe
                                   forgetting, KnowMem_r is the utility kept)
 privleak                          (AUC - AUC_ref) / AUC_ref x 100: about 0 = leaks no more than a model
                                   never trained on the forget set; about -100 = remembers it
-privleak_auc, privleak_auc_reference   MUSE-convention AUCs behind it
+privleak_auc, privleak_reference_auc   MUSE-convention AUCs behind it
 mia_<attack>_auc                  open-unlearning-convention AUC of each MIA (about 0.5 = cannot tell)
 exact_memorization, extraction_strength   on verbmem/forget (open-unlearning's)
 """
@@ -24,7 +24,7 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("knowmem_r", "KnowMem retain (ROUGE-L F1 x100)"),
     ("privleak", "PrivLeak (%)"),
     ("privleak_auc", "PrivLeak AUC (MUSE convention)"),
-    ("privleak_auc_reference", "PrivLeak reference AUC"),
+    ("privleak_reference_auc", "PrivLeak reference AUC"),
     *((f"{a}_auc", f"{a} AUC") for a in ATTACKS),
     ("exact_memorization", "Exact memorization (verbmem forget)"),
     ("extraction_strength", "Extraction strength (verbmem forget)"),
@@ -41,7 +41,7 @@ def summarize(log: Mapping) -> dict[str, float]:
     if "privleak" in log:
         p = log["privleak"]
         out["privleak"] = p[AGG]
-        for key, field in (("privleak_auc", "auc"), ("privleak_auc_reference", "auc_reference")):
+        for key, field in (("privleak_auc", "auc"), ("privleak_reference_auc", "auc_reference")):
             if field in p:
                 out[key] = p[field]
     for attack in ATTACKS:
