@@ -24,9 +24,8 @@ SEED_MAX = 2**32 - 1  # numpy's seed range (torch's is 2**64 - 1); the sampler's
 _STEPS = 10**8  # 10^8 optimizer steps: years at a step a second; more is a typo
 _TOKENS = 2**20  # no model here has a context of over a million tokens
 
-# key: (lo, hi, why). Ints and floats; every bound inclusive but the lower ones of OPEN_BELOW. Lower bounds of
-# 0 / > 0 that validate() already states with its own message are repeated here for completeness only (validate
-# checks them first).
+# key: (lo, hi, why). Ints and floats; every bound inclusive. Lower bounds of 0 / > 0 that validate() already
+# states with its own message are repeated here for completeness only (validate checks them first).
 BOUNDS: dict[str, tuple[float, float, str]] = {
     "model.tiny.hidden_size": (8, 8192, "the embedded tiny Llama is for tests and demos; load bigger models"),
     "model.tiny.num_layers": (1, 128, "the embedded tiny Llama is for tests and demos; load bigger models"),
@@ -68,14 +67,11 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "eval.max_length": (1, _TOKENS, "tokens of prompt + generation"),
     "eval.max_new_tokens": (1, _TOKENS, "new tokens"),
     "eval.batch_size": (1, 65536, "prompts per eval batch"),
-    "eval.mia_k": (0.0, 1.0, "a fraction of the scored tokens, at least one of which is kept"),
+    "eval.mia_k": (1e-9, 1.0, "a fraction of the scored tokens, in (0, 1]"),
     "tracking.log_every": (1, _STEPS, "steps"),
     "run.seed": (0, SEED_MAX, "seeds are 32-bit (numpy's range)"),
     "run.save_every": (0, _STEPS, "steps"),
 }
-
-# Keys whose lower bound is excluded: (lo, hi], not [lo, hi].
-OPEN_BELOW: frozenset[str] = frozenset({"eval.mia_k"})
 
 
 def short_repr(value, n: int = 60) -> str:
@@ -120,12 +116,10 @@ def check_bounds(cfg, extra: dict[str, tuple] | None = None) -> None:
         if bound is None:  # a new field without a bound yet: tests/unit/test_config_bounds.py fails on it
             continue
         lo, hi, why = bound
-        open_below = key in OPEN_BELOW
-        number = isinstance(value, (int, float)) and math.isfinite(value)
-        if not (number and (lo < value if open_below else lo <= value) and value <= hi):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and lo <= value <= hi):
             raise ConfigError(
-                f"{key}={short_repr(value)} is out of range: must be in {'(' if open_below else '['}{_num(lo)}, "
-                f"{_num(hi)}] ({why}); set it in the config or with {key}=<value>"
+                f"{key}={short_repr(value)} is out of range: must be in [{_num(lo)}, {_num(hi)}] ({why}); "
+                f"set it in the config or with {key}=<value>"
             )
 
 

@@ -290,9 +290,8 @@ def test_holdout_authors_are_new_whole_authors_as_many_as_forget(kwargs):
 
 
 def test_holdout_is_in_no_training_set_and_deterministic():
-    data = DataConfig(
-        synthetic=SyntheticConfig(n_authors=12, n_real_authors=2), retain_split="retain90", train_utility_sets=True
-    )
+    data = DataConfig(synthetic=SyntheticConfig(n_authors=12, n_real_authors=2), forget_split="forget10",
+                      retain_split="retain90", train_utility_sets=True)  # fmt: skip
     hold = _questions(generate(seed=0, n_authors=12, n_real_authors=2)["holdout10"])
     for target in ("full", "retain"):
         assert not hold & _questions(finetune_items(data, target))
