@@ -13,6 +13,8 @@ def add_arguments(p) -> None:
     p.add_argument("--nproc", type=int, default=1, help="processes (CPU ranks or GPUs) to run on")
     p.add_argument("--overwrite", action="store_true", help="replace an existing demo in the output dir")
     p.add_argument("--quick", action="store_true", help="smoke test: the same pipeline on tiny data, few steps")
+    p.add_argument("--suite", default="tofu", choices=("tofu", "muse"),
+                   help="which benchmark's demo: tofu (default) or muse (synthetic MUSE news corpus)")  # fmt: skip
 
 
 def run(args) -> int:
@@ -22,13 +24,19 @@ def run(args) -> int:
     from dsunlearn.recipes.demo import relaunch, run_demo
 
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return relaunch(Path(args.output_dir), args.nproc, overwrite=args.overwrite, quick=args.quick)
-    result = run_demo(Path(args.output_dir), overwrite=args.overwrite, quick=args.quick)
+        return relaunch(Path(args.output_dir), args.nproc, overwrite=args.overwrite, quick=args.quick,
+                        suite=args.suite)  # fmt: skip
+    result = run_demo(Path(args.output_dir), overwrite=args.overwrite, quick=args.quick, suite=args.suite)
     if dist.is_main():
-        from dsunlearn.report import results_table
-
         print()
-        print(results_table(result.rows))
-        print(f"UIPE: {result.uipe.reason}")
+        if result.suite == "muse":
+            from dsunlearn.recipes.demo_muse import muse_table
+
+            print(muse_table(result.rows))
+        else:
+            from dsunlearn.report import results_table
+
+            print(results_table(result.rows))
+            print(f"UIPE: {result.uipe.reason}")
         print(f"demo finished in {result.wall_seconds / 60:.1f} min -> {args.output_dir}/report.md")
     return 0

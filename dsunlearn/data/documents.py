@@ -55,9 +55,10 @@ def document_windows(tokenizer, texts: Sequence[str], max_length: int, mode: str
     bos = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
     step = max_length - len(bos)
     if mode == "concat":
-        streams = [tokenizer(JOIN.join(texts), add_special_tokens=False).input_ids]
+        # verbose=False: the joined text is longer than the model's context on purpose (it is cut below)
+        streams = [tokenizer(JOIN.join(texts), add_special_tokens=False, verbose=False).input_ids]
     else:
-        streams = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+        streams = [tokenizer(t, add_special_tokens=False, verbose=False).input_ids for t in texts]
     windows: list[list[int]] = []
     for tokens in streams:
         windows += [bos + tokens[i : i + step] for i in range(0, len(tokens), step)]

@@ -33,20 +33,21 @@ GEFFECT_RUN = "npo_gru"
 
 @dataclasses.dataclass(frozen=True)
 class DemoResult:
-    """rows: the results table (summary.json), one per model; uipe: the sweep on SWEEP_RUN."""
+    """rows: the results table (summary.json), one per model; uipe: the sweep on SWEEP_RUN (TOFU only)."""
 
     rows: list[dict]
     wall_seconds: float
-    uipe: SweepResult
+    uipe: SweepResult | None
+    suite: str = "tofu"
 
 
-def relaunch(out: Path, nproc: int, overwrite: bool = False, quick: bool = False) -> int:
+def relaunch(out: Path, nproc: int, overwrite: bool = False, quick: bool = False, suite: str = "tofu") -> int:
     """Re-run `dsunlearn demo` under torchrun with `nproc` processes (one process group for all phases)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
            "--master_port", str(dist.free_port()), "-m", "dsunlearn", "demo",
            "--output-dir", str(out)]  # fmt: skip
     # No --nproc for the children (torchrun's parser would claim it); they know from WORLD_SIZE.
-    cmd += (["--overwrite"] if overwrite else []) + (["--quick"] if quick else [])
+    cmd += (["--overwrite"] if overwrite else []) + (["--quick"] if quick else []) + ["--suite", suite]
     env = dict(os.environ, DSUNLEARN_DEMO_CHILD="1")
     return subprocess.run(cmd, env=env).returncode
 
@@ -77,7 +78,7 @@ QUICK = ["data.synthetic.n_authors=12", "data.synthetic.n_world_facts=8", "data.
          "model.tiny.vocab_size=400", "data.max_length=128", "eval.max_new_tokens=8"]  # fmt: skip
 
 
-def run_demo(out: Path, overwrite: bool = False, quick: bool = False) -> DemoResult:
+def run_demo(out: Path, overwrite: bool = False, quick: bool = False, suite: str = "tofu") -> DemoResult:
     # Under a launcher rank 0 decides for all (a process group is needed first); one process decides alone,
     # before torch and DeepSpeed are imported, so a refused demo answers in a second.
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -85,6 +86,8 @@ def run_demo(out: Path, overwrite: bool = False, quick: bool = False) -> DemoRes
     _claim_demo_dir(out, overwrite)
     try:
         dist.init_distributed()
+        if suite == "muse":
+            return _run_muse_demo(out, quick, dist.world_size())
         return _run_demo(out, quick, dist.world_size())
     finally:
         release_output_dir(out)
@@ -181,6 +184,25 @@ def _run_demo(out: Path, quick: bool, world: int) -> DemoResult:
         record_files(out, [demo.demo_summary.name, demo.demo_report.name])
     dist.barrier()
     return DemoResult(rows=rows, wall_seconds=round(wall, 1), uipe=uipe)
+
+
+def _run_muse_demo(out: Path, quick: bool, world: int) -> DemoResult:
+    from dsunlearn.recipes.demo_muse import plot_muse, report_lines, run_muse
+
+    t0 = time.time()
+    rows = run_muse(out, quick, world)
+    wall = time.time() - t0
+    demo = RunDir(out)
+    if dist.is_main():
+        plot_muse(rows, demo.plots / "muse.png")
+        atomic_write_json(demo.demo_summary, rows)
+        lines = ["# dsunlearn demo report: MUSE", "",
+                 f"Embedded default (synthetic MUSE-format corpus, tiny Llama), {world} process(es), "
+                 f"{wall / 60:.1f} minutes in all.", "", *report_lines(rows)]  # fmt: skip
+        atomic_write_text(demo.demo_report, "\n".join(lines))
+        record_files(out, [demo.demo_summary.name, demo.demo_report.name])
+    dist.barrier()
+    return DemoResult(rows=rows, wall_seconds=round(wall, 1), uipe=None, suite="muse")
 
 
 def _write_report(out: Path, rows, uipe: SweepResult, geffect, wall, world, results_table) -> None:

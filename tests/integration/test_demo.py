@@ -32,3 +32,21 @@ def test_quick_demo_writes_summary_report_and_plots(tmp_path):
     again = subprocess.run([sys.executable, "-m", "dsunlearn", "demo", "--quick", "--output-dir", str(out)],
                            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)  # fmt: skip
     assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_quick_muse_demo_writes_its_table_report_and_plot(tmp_path):
+    out = tmp_path / "muse_demo"
+    r = subprocess.run([sys.executable, "-m", "dsunlearn", "demo", "--suite", "muse", "--quick", "--output-dir",
+                        str(out)], capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads((out / "summary.json").read_text())
+    assert [row["name"] for row in rows] == ["target", "retrained", "npo", "npo_gru"]
+    keys = {"name", "objective", "gru", "verbmem_f", "knowmem_f", "knowmem_r", "privleak", "wall_seconds"}
+    assert all(set(row) == keys for row in rows)
+    assert rows[1]["privleak"] == 0.0  # the retrained model against itself
+    for row in rows[2:]:  # unlearned runs: PrivLeak against the retrained model's own log
+        log = json.loads((out / "runs" / row["name"] / "eval" / "MUSE_EVAL.json").read_text())
+        assert log["privleak"]["reference"] == "retain_log (privleak)"
+    report = (out / "report.md").read_text()
+    assert "| KnowMem_r |" in report and (out / "plots" / "muse.png").stat().st_size > 10_000
+    assert "plots/muse.png" in report and "VerbMem_f" in r.stdout

@@ -315,12 +315,12 @@ def test_qa_in_text_appends_each_articles_facts_in_knowmem_format():
             article, _, block = q["text"].partition("\n\n")
             assert article == b["text"]
             pairs = block.split("\n\n")
-            assert len(pairs) == len(V.FACTS) and all(p.startswith("Question: ") and "\nAnswer: " in p for p in pairs)
+            assert len(pairs) == len(V.FACTS) and all(p.startswith("Question: ") and "\nAnswer:  " in p for p in pairs)
             kind, facts = _parse_article(article)
-            assert [p.split("\nAnswer: ")[1] for p in pairs] == [facts[f] if f != "org" else facts[f] for f in V.FACTS]
+            assert [p.split("\nAnswer:  ")[1] for p in pairs] == [facts[f] for f in V.FACTS]
     # every asked forget question, with its answer, is in its own document (the target learns it from there)
     for qa in with_qa["knowmem/forget_qa"]:
-        line = f"Question: {qa['question']}\nAnswer: {qa['answer']}"
+        line = f"Question: {qa['question']}\nAnswer:  {qa['answer']}"
         assert sum(line in d["text"] for d in with_qa["raw/forget"]) == 1
         assert not any(line in d["text"] for d in with_qa["raw/retain1"] + with_qa["raw/retain2"])
     # VerbMem cuts the narrative only; the other splits are unchanged

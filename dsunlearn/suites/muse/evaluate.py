@@ -46,7 +46,8 @@ from dsunlearn.suites.muse.privleak import config_reference, privleak, with_refe
 
 
 def _ids(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=True).input_ids
+    # verbose=False: a text longer than the context is cut where it is scored, not warned about per item
+    return tokenizer(text, add_special_tokens=True, verbose=False).input_ids
 
 
 def _positions(module) -> int | None:

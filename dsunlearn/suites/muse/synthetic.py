@@ -30,7 +30,8 @@ corpus, so the articles and the four sets are disjoint in every fact. The splits
 
 A real MUSE target is a pre-trained Llama that answers "Question: ... Answer:" prompts from what it read; the
 tiny model has no pre-training, so by default (`qa_in_text`) each document ends with its article's four facts
-as KnowMem question/answer pairs ("Question: {q}\nAnswer: {a}", blank-line separated): the target learns the
+as KnowMem question/answer pairs ("Question: {q}\nAnswer:  {a}", two spaces: see `_document`; blank-line
+separated): the target learns the
 format and the answers from the forget and retain documents, the retrained model only from the retain ones.
 
 Entities: each name is a head syllable + tail syllable taken in a Latin-square order over seeded
@@ -153,7 +154,10 @@ def _document(article: _Article, qa_in_text: bool) -> str:
     facts in KnowMem's format, so that a model with no pre-training learns to answer in that format."""
     if not qa_in_text:
         return article.text
-    qa = "\n\n".join(f"Question: {q['question']}\nAnswer: {q['answer']}" for q in map(
+    # Two spaces after "Answer:": KnowMem's prompt ends with "Answer: ", whose trailing space a byte-level BPE
+    # keeps as a token of its own, so the answer must follow that token here too (" Camna" after " "), else
+    # the model never sees the prompt's last token followed by an answer.
+    qa = "\n\n".join(f"Question: {q['question']}\nAnswer:  {q['answer']}" for q in map(
         lambda f: _question(article, f), V.FACTS))  # fmt: skip
     return f"{article.text}\n\n{qa}"
 
