@@ -29,9 +29,9 @@ corpus, so the articles and the four sets are disjoint in every fact. The splits
   (`{"text"}`), the members and non-members of MUSE's membership-inference test.
 
 A real MUSE target is a pre-trained Llama that answers "Question: ... Answer:" prompts from what it read; the
-tiny model has no pre-training, so by default (`qa_in_text`) each document ends with its article's four facts
-as KnowMem question/answer pairs ("Question: {q}\nAnswer:  {a}", two spaces: see `_document`; blank-line
-separated): the target learns the
+tiny model has no pre-training, so by default (`qa_in_text`) each document ends with four KnowMem
+question/answer pairs ("Question: {q}\nAnswer:  {a}", two spaces: see `_qa_line`; blank-line separated) about
+facts of its set's articles dealt at random (`_texts`; every fact of the set once): the target learns the
 format and the answers from the forget and retain documents, the retrained model only from the retain ones.
 
 Entities: each name is a head syllable + tail syllable taken in a Latin-square order over seeded
@@ -149,21 +149,25 @@ def _knowmem(rng: random.Random, articles: list[_Article], n_icl: int) -> tuple[
     return [_question(a, f) for a, f in zip(articles, asked, strict=True)], [_question(a, f) for a, f in icl]
 
 
-def _document(article: _Article, qa_in_text: bool) -> str:
-    """The article's document: its text, then (with `qa_in_text`) a question/answer line pair for each of its
-    facts in KnowMem's format, so that a model with no pre-training learns to answer in that format."""
-    if not qa_in_text:
-        return article.text
+def _qa_line(article: _Article, fact: str) -> str:
     # Two spaces after "Answer:": KnowMem's prompt ends with "Answer: ", whose trailing space a byte-level BPE
     # keeps as a token of its own, so the answer must follow that token here too (" Camna" after " "), else
     # the model never sees the prompt's last token followed by an answer.
-    qa = "\n\n".join(f"Question: {q['question']}\nAnswer:  {q['answer']}" for q in map(
-        lambda f: _question(article, f), V.FACTS))  # fmt: skip
-    return f"{article.text}\n\n{qa}"
+    q = _question(article, fact)
+    return f"Question: {q['question']}\nAnswer:  {q['answer']}"
 
 
-def _texts(articles: list[_Article], qa_in_text: bool) -> list[Item]:
-    return [{"text": _document(a, qa_in_text)} for a in articles]
+def _texts(articles: list[_Article], qa_in_text: bool, seed: int) -> list[Item]:
+    """The documents of one set: each article's text, then (with `qa_in_text`) four question/answer pairs in
+    KnowMem's format about facts of the set's articles, dealt at random (their own seeded RNG, so the other
+    splits do not move): every fact of the set is asked once, mostly after another article's text and other
+    articles' questions, as KnowMem asks it after in-context examples about other articles."""
+    if not qa_in_text:
+        return [{"text": a.text} for a in articles]
+    lines = [_qa_line(a, f) for a in articles for f in V.FACTS]
+    random.Random(f"muse-qa-{seed}-{len(articles)}-{articles[0].text}").shuffle(lines)
+    per = len(V.FACTS)
+    return [{"text": a.text + "\n\n" + "\n\n".join(lines[i * per : (i + 1) * per])} for i, a in enumerate(articles)]
 
 
 def generate(
@@ -176,7 +180,7 @@ def generate(
     n_icl. Raises `ConfigError` for a size out of bounds or one that the vocabulary cannot fill.
 
     `qa_in_text`: every document (raw and privleak texts) ends with its four facts as KnowMem question/answer
-    pairs (`_document`); the VerbMem prompt and gt cut the article's narrative only.
+    pairs (`_texts`); the VerbMem prompt and gt cut the article's narrative only.
     """
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"synthetic MUSE data: seed={seed!r} must be an int; pass an integer seed")
@@ -199,18 +203,18 @@ def generate(
     forget_qa, forget_icl = _knowmem(rng, forget, n_icl)
     retain_qa, retain_icl = _knowmem(rng, retain2, n_icl)
     out = {
-        "raw/forget": _texts(forget, qa_in_text),
-        "raw/retain1": _texts(retain1, qa_in_text),
-        "raw/retain2": _texts(retain2, qa_in_text),
-        "raw/holdout": _texts(holdout, qa_in_text),
+        "raw/forget": _texts(forget, qa_in_text, seed),
+        "raw/retain1": _texts(retain1, qa_in_text, seed),
+        "raw/retain2": _texts(retain2, qa_in_text, seed),
+        "raw/holdout": _texts(holdout, qa_in_text, seed),
         "verbmem/forget": [_verbmem(a.text) for a in forget],
         "knowmem/forget_qa": forget_qa,
         "knowmem/forget_qa_icl": forget_icl,
         "knowmem/retain_qa": retain_qa,
         "knowmem/retain_qa_icl": retain_icl,
-        "privleak/forget": _texts(forget, qa_in_text),
-        "privleak/retain": _texts(retain2, qa_in_text),
-        "privleak/holdout": _texts(holdout, qa_in_text),
+        "privleak/forget": _texts(forget, qa_in_text, seed),
+        "privleak/retain": _texts(retain2, qa_in_text, seed),
+        "privleak/holdout": _texts(holdout, qa_in_text, seed),
     }
     return {name: out[name] for name in SPLITS}
 
