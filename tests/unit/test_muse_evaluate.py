@@ -150,3 +150,21 @@ def test_log_round_trips_and_summarizes(setup, tmp_path):
     assert again == metric_log.check(log, "x") and suite.summarize(again) == summary
     assert set(suite.eval_files()) == {p.name for p in (tmp_path / "eval").iterdir()}
     assert {"verbmem_f", "knowmem_f", "knowmem_r", "privleak", "mia_min_k_plus_plus_auc"} <= set(summary)
+
+
+def test_inputs_checked_before_any_model(setup, tmp_path):
+    import json
+
+    from dsunlearn.errors import DataError
+    from dsunlearn.suites.muse.data import synthetic_sets
+    from dsunlearn.suites.muse.synthetic import write_splits
+
+    cfg, suite, tok, _, _ = setup
+    write_splits(tmp_path, synthetic_sets(cfg.data))
+    local = load_config(None, [*OVERRIDES, "data.source=local", f"data.path={tmp_path}"])
+    suite.check_eval_inputs(tok, local.data, local.eval, positions=512)  # the synthetic sets fit
+    with pytest.raises(DataError, match="run past the model's 40 positions"):
+        suite.check_eval_inputs(tok, local.data, local.eval, positions=40)
+    (tmp_path / "privleak" / "holdout.json").write_text(json.dumps([{"text": "a"}]))
+    with pytest.raises(DataError, match=r"'privleak/holdout' item 0 tokenizes to 1 token\(s\)"):
+        suite.check_eval_inputs(tok, local.data, local.eval, positions=512)

@@ -104,12 +104,22 @@ def check_inputs(tokenizer, data_cfg: DataConfig, eval_cfg: EvalConfig, position
     for metric, (_, ids, _) in _prompts(tokenizer, sets).items():
         cap = m.verbmem_max_new_tokens if metric == VERBMEM else m.knowmem_max_new_tokens
         _check_prompts(ids, cap, positions, metric)
+    _mia_texts(tokenizer, sets, positions)
 
 
-def _scored_text(tokenizer, text: str, positions: int | None) -> Encoded:
-    """muse_bench's compute_ppl: the text tokenized with special tokens, every token after the first scored."""
+def _scored_text(tokenizer, text: str, positions: int | None, where: str) -> Encoded:
+    """muse_bench's compute_ppl: the text tokenized with special tokens, every token after the first scored;
+    DataError for a text with nothing to score (one token: the attacks' scores would be undefined)."""
     ids = _ids(tokenizer, text)[:positions]
+    if len(ids) < 2:
+        raise DataError(f"{where} tokenizes to {len(ids)} token(s), so no token is scored; give it a longer text")
     return Encoded(ids, [IGNORE, *ids[1:]], n_prompt=1)
+
+
+def _mia_texts(tokenizer, sets: Mapping[str, list[dict]], positions: int | None) -> list[Encoded]:
+    """privleak/forget then privleak/holdout texts, encoded for scoring."""
+    return [_scored_text(tokenizer, it["text"], positions, f"MUSE set '{name}' item {i}")
+            for name in ("privleak/forget", "privleak/holdout") for i, it in enumerate(sets[name])]  # fmt: skip
 
 
 def _completion(tokenizer, prompt: str, gt: str, positions: int | None) -> Encoded:
@@ -141,7 +151,7 @@ def evaluate(module, tokenizer, data_cfg: DataConfig, eval_cfg: EvalConfig) -> d
     forget_texts = [it["text"] for it in sets["privleak/forget"]]
     holdout_texts = [it["text"] for it in sets["privleak/holdout"]]
     verb = sets["verbmem/forget"]
-    encoded = [_scored_text(tokenizer, t, positions) for t in forget_texts + holdout_texts]
+    encoded = _mia_texts(tokenizer, sets, positions)
     encoded += [_completion(tokenizer, it["prompt"], it["gt"], positions) for it in verb]
     stats = item_token_stats(module, encoded, eval_cfg.batch_size, pad_id_of(tokenizer))  # one sharded pass
     nf, nh = len(forget_texts), len(holdout_texts)
