@@ -40,8 +40,8 @@ def parse_json(text: str, f: Path, line0: int):
         ) from None
     except RecursionError:
         raise DataError(
-            f"{f} (line {line0 + 1}) is nested too deeply to parse; data items are flat objects of strings: "
-            "fix or regenerate it"
+            f"{f} (line {line0 + 1}) is nested too deeply to parse; data items are flat objects of strings "
+            "(question/answer; MUSE: text, prompt/gt): fix or regenerate it"
         ) from None
 
 

@@ -97,4 +97,6 @@ def test_one_rank_equals_two_ranks_plain_and_zero3(model_dir):
         _check(plain1, other, atol=1e-5)
     gens = [v["generation"] for m in ("forget_verbmem_ROUGE", "forget_knowmem_ROUGE", "retain_knowmem_ROUGE")
             for v in plain1[m]["value_by_index"].values()]  # fmt: skip
-    assert len(set(gens)) >= 3  # varied generations: a real test of generation
+    assert len(set(gens)) >= 2  # not one constant string
+    scores = [v["score"] for v in plain1["mia_loss"]["forget"]["value_by_index"].values()]
+    assert len(set(scores)) == len(scores)  # per-item numbers, not a constant
