@@ -129,3 +129,25 @@ def test_summary_names_and_x100():
     assert s["exact_memorization"] == 0.5 and s["privleak"] == pytest.approx(-100.0) and s["privleak_auc"] == 0.0
     table = summary.format_table(s)
     assert "VerbMem forget" in table and "PrivLeak (%)" in table and "mia_loss" not in table
+
+
+def test_hostile_or_degenerate_reference_logs():
+    from dsunlearn.errors import DataError
+
+    # our privleak entry without per-item scores: its AUC is "auc", not 1 - agg_value (agg_value is the %)
+    assert privleak.log_reference({"privleak": {"agg_value": -40.0, "auc": 0.3}}) == (
+        pytest.approx(0.3),
+        "retain_log (privleak)",
+    )
+    for bad in ({"privleak": {"agg_value": 1.0}}, {"mia_min_k": {"agg_value": None}},
+                {"mia_min_k": {"agg_value": 0.5, "forget": {"value_by_index": {"0": {"score": "x"}}},
+                               "holdout": {"value_by_index": {"0": {"score": 1.0}}}}},
+                {"mia_min_k": {"agg_value": 7.0}}):  # fmt: skip
+        with pytest.raises(DataError) as e:
+            privleak.log_reference(bad)
+        assert "\n" not in str(e.value) and "retrained model's log" in str(e.value)
+    # a reference AUC of 0 leaves PrivLeak undefined (None, with the reason), not a crash; the summary omits it
+    entry = privleak.privleak([1.0, 2.0], [3.0, 4.0], (0.0, "retain_log (privleak)"))
+    assert entry["agg_value"] is None and "reference AUC is 0" in entry["note"]
+    assert "privleak" not in summary.summarize({"privleak": entry}) and summary.summarize({"privleak": entry})[
+        "privleak_auc"] == 0.0  # fmt: skip

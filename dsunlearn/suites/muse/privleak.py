@@ -9,10 +9,12 @@ corpus. The entry records which one was used (``reference``) and both AUCs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from dsunlearn.config import DataConfig
+from dsunlearn.errors import DataError
 from dsunlearn.eval import metric_log, mia
 from dsunlearn.eval.mia_attacks import muse_auc_of, privleak_entry
 
@@ -29,17 +31,42 @@ def config_reference(data_cfg: DataConfig) -> tuple[float, str]:
 
 
 def log_reference(retain_log: Mapping) -> tuple[float, str] | None:
-    """The reference AUC from the retrained model's log: its ``privleak`` entry (ours) or open-unlearning's
-    ``mia_min_k``; None if it has neither."""
+    """The reference AUC from the retrained model's log: its ``privleak`` entry (ours: per-item Min-K% scores,
+    else its ``auc``) or open-unlearning's ``mia_min_k`` (per-item scores, else ``1 - agg_value``); None if it
+    has neither. DataError (one line) for an entry whose numbers are unusable."""
     for key in ("privleak", "mia_min_k"):
-        if isinstance(retain_log.get(key), Mapping):
-            return muse_auc_of(retain_log[key]), f"retain_log ({key})"
+        entry = retain_log.get(key)
+        if not isinstance(entry, Mapping):
+            continue
+        view = dict(entry)
+        if key == "privleak":  # its agg_value is the PrivLeak %, its AUC is under "auc" (MUSE convention)
+            view[metric_log.AGG] = 1.0 - float(entry["auc"]) if _is_number(entry.get("auc")) else None
+        try:
+            auc = muse_auc_of(view)
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(
+                f"the retrained model's log: '{key}' has no usable AUC ({type(e).__name__}: {str(e)[:60]}); "
+                "re-evaluate that model with `dsunlearn eval`, or set data.muse.auc_retrain"
+            ) from None
+        if not 0.0 <= auc <= 1.0:
+            raise DataError(f"the retrained model's log: '{key}' gives an AUC of {auc:.4g}, not in [0, 1]; "
+                            "re-evaluate that model with `dsunlearn eval`")  # fmt: skip
+        return auc, f"retain_log ({key})"
     return None
 
 
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def privleak(forget_scores: list[float], holdout_scores: list[float], ref: tuple[float, str]) -> dict:
+    """The ``privleak`` entry: the per-item Min-K% scores of both sets (so a later reference can be applied),
+    both AUCs and PrivLeak; undefined (``agg_value`` None, with the reason) when the reference AUC is 0."""
     entry = metric_log.mia(forget_scores, holdout_scores, mia.auc(forget_scores, holdout_scores))
     model_auc = mia.muse_auc(forget_scores, holdout_scores)
+    if ref[0] <= 0:
+        note = "reference AUC is 0 (a retrained model that tells every forget text from every holdout one)"
+        return {**entry, **metric_log.scalar(None, auc=model_auc, auc_reference=ref[0], reference=ref[1], note=note)}
     return {**entry, **privleak_entry(model_auc, ref[0], ref[1])}
 
 

@@ -40,7 +40,8 @@ def summarize(log: Mapping) -> dict[str, float]:
             out[key] = 100.0 * log[metric][AGG]
     if "privleak" in log:
         p = log["privleak"]
-        out["privleak"] = p[AGG]
+        if p[AGG] is not None:  # None: undefined (a reference AUC of 0), left out like a missing number
+            out["privleak"] = p[AGG]
         for key, field in (("privleak_auc", "auc"), ("privleak_reference_auc", "auc_reference")):
             if field in p:
                 out[key] = p[field]
