@@ -35,7 +35,13 @@ class SplitRules(NamedTuple):
 
 SPLITS: dict[str, SplitRules] = {
     "tofu": SplitRules(("forget01", "forget05", "forget10"), "forget10", "complement", "locuslab/TOFU"),
-    "muse": SplitRules(("forget",), "forget", "retain1", "muse-bench/MUSE-{Corpus}"),
+    # MUSE-News' scalability / sustainability forget sets are sets of their own configs (suites/muse/data.py)
+    "muse": SplitRules(
+        ("forget", *(f"{c}/forget_{i}" for c in ("scal", "sust") for i in range(1, 5))),
+        "forget",
+        "retain1",
+        "muse-bench/MUSE-{Corpus}",
+    ),  # fmt: skip
 }
 
 

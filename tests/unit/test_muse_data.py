@@ -92,3 +92,15 @@ def test_missing_set_and_directory_named(tmp_path):
         data.load(_local(tmp_path / "nope"), "raw/forget")
     with pytest.raises(DataError, match="not a MUSE set"):
         data.load(_local(tmp_path), "scal/forget_1/x")
+
+
+def test_scalability_and_sustainability_sets_can_be_the_forget_set(tmp_path):
+    (tmp_path / "scal").mkdir()
+    (tmp_path / "scal" / "forget_2.json").write_text(json.dumps(["an article", "another article"]))
+    cfg = _local(tmp_path, ["data.forget_split=scal/forget_2"])
+    t = get_suite("muse").training_set(cfg, "forget")
+    assert t.split == "scal/forget_2" and [it["text"] for it in t.items] == ["an article", "another article"]
+    with pytest.raises(ConfigError, match="choose one of: forget, scal/forget_1"):
+        load_config(None, ["data.suite=muse", "data.forget_split=scal/forget_9"])
+    with pytest.raises(DataError, match="synthetic MUSE corpus has no set 'sust/forget_1'"):
+        get_suite("muse").training_set(load_config(None, [*SMALL, "data.forget_split=sust/forget_1"]).data, "forget")

@@ -15,6 +15,8 @@ Sources (``data.source``):
 - ``local``: ``<data.path>/<config>/<split>.json`` or ``.jsonl`` (muse_bench's ``load_data.py`` layout: its
   ``privleak/*.json`` and ``raw/*.json`` are arrays of strings, read as ``{"text": s}``), or for ``raw`` a
   ``.txt`` file (muse_bench's ``raw/<split>.txt``: the documents joined by a blank line, split back on it).
+- MUSE-News' ``scal/forget_1..4`` and ``sust/forget_1..4`` (``{"text"}``) load like the others and can be the
+  forget set (``data.forget_split=scal/forget_2``); the synthetic corpus has none.
 - ``synthetic``: the offline corpus of ``synthetic.py`` (seed ``data.synthetic.seed``, sizes ``data.muse.n_*``).
 
 Training sets are DOCUMENTS (``data/documents.py``): forget = ``raw/<forget_split>``, retain =
@@ -33,7 +35,8 @@ from dsunlearn.data.files import parse_records, read_utf8
 from dsunlearn.errors import DataError
 
 FIELDS: dict[str, tuple[str, ...]] = {"raw": ("text",), "privleak": ("text",), "verbmem": ("prompt", "gt"),
-                                      "knowmem": ("question", "answer")}  # fmt: skip
+                                      "knowmem": ("question", "answer"), "scal": ("text",),
+                                      "sust": ("text",)}  # fmt: skip
 # Hub split names of older revisions of muse-bench/MUSE-*, read when the current name is missing.
 OLD_NAMES = {"knowmem/retain_qa": "knowmem/retain2_qa", "knowmem/retain_qa_icl": "knowmem/retain2_qa_icl",
              "privleak/retain": "privleak/retain2"}  # fmt: skip
@@ -142,6 +145,12 @@ def load(cfg: DataConfig, name: str) -> list[dict]:
     return validate(items, name, where)
 
 
+def training_set_name(split: str) -> str:
+    """The set a forget/retain split names: ``raw/<split>``, or the set itself for MUSE-News' scalability and
+    sustainability forget sets (``scal/forget_1`` .. ``sust/forget_4``)."""
+    return split if "/" in split else f"raw/{split}"
+
+
 def finetune_sets(cfg: DataConfig, target: str) -> list[str]:
     """The raw sets a fine-tuned model learns: the target (full) all of them, the retrained model the retain
     ones (MUSE's `muse-bench/MUSE-*_target` and retrained models)."""
@@ -154,7 +163,7 @@ EVAL_SETS = ("verbmem/forget", "knowmem/forget_qa", "knowmem/forget_qa_icl", "kn
 
 def corpus(cfg: DataConfig) -> list[str]:
     """Every string of the training and evaluation sets, in set order (a locally trained tokenizer's text)."""
-    names = [f"raw/{cfg.forget_split}", "raw/retain1", "raw/retain2", "raw/holdout", *EVAL_SETS]
+    names = [training_set_name(cfg.forget_split), "raw/retain1", "raw/retain2", "raw/holdout", *EVAL_SETS]
     texts: list[str] = []
     for name in dict.fromkeys(names):
         for item in load(cfg, name):

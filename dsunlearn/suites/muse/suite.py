@@ -35,9 +35,8 @@ class MuseSuite(Suite):
     )
 
     def training_set(self, data_cfg, role: str) -> TrainingSet:
-        split = {"forget": data_cfg.forget_split, "retain": data_cfg.retain_split}[role]
-        items = data.load(data_cfg, f"raw/{split}")
-        return TrainingSet(role, f"raw/{split}", DOCUMENTS, items, windows=data_cfg.muse.windows)
+        name = data.training_set_name({"forget": data_cfg.forget_split, "retain": data_cfg.retain_split}[role])
+        return TrainingSet(role, name, DOCUMENTS, data.load(data_cfg, name), windows=data_cfg.muse.windows)
 
     def finetune_set(self, data_cfg, target: str) -> TrainingSet:
         items = [it for name in data.finetune_sets(data_cfg, target) for it in data.load(data_cfg, name)]
