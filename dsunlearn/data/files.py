@@ -53,3 +53,15 @@ def parse_records(text: str, f: Path) -> list:
     if text.lstrip().startswith("["):
         return parse_json(text, f, 0)
     return [parse_json(line, f, n) for n, line in enumerate(text.splitlines()) if line.strip()]
+
+
+def check_text(text: str, what: str) -> None:
+    """Nothing if the tokenizer can take `text`: JSON's "\\ud800" escapes give lone surrogates, which are not text.
+    DataError "<what> holds a lone UTF-16 surrogate (\\uXXXX at character N) ..." otherwise."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DataError(
+            f"{what} holds a lone UTF-16 surrogate (\\u{ord(text[e.start]):04x} at character {e.start}), which is "
+            "not text; fix or remove that escape"
+        ) from None

@@ -149,8 +149,7 @@ class UnlearnRun:
         """The DeepSpeed JSON checked and the forget and retain sets read: a bad JSON or data file fails in a
         second, before the tokenizer and the model."""
         cfg, d = self.cfg, self.cfg.data
-        build_ds_config(cfg.engine, self.world)
-        resolve_batch(cfg.engine, self.world)
+        build_ds_config(cfg.engine, self.world)  # also checks the batch arithmetic (resolve_batch)
         forget_set, retain_set = (self.suite.training_set(d, role) for role in ("forget", "retain"))
         return forget_set, retain_set
 

@@ -31,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from dsunlearn.config import DataConfig
-from dsunlearn.data.files import parse_records, read_utf8
+from dsunlearn.data.files import check_text, parse_records, read_utf8
 from dsunlearn.errors import DataError
 
 FIELDS: dict[str, tuple[str, ...]] = {"raw": ("text",), "privleak": ("text",), "verbmem": ("prompt", "gt"),
@@ -116,13 +116,7 @@ def validate(items: list, name: str, where: str) -> list[dict]:
                     f"MUSE set '{name}' item {i} in {where}: '{key}' must be a string ({got}); MUSE's "
                     f"'{name.split('/')[0]}' items have {', '.join(fields)}"
                 )
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise DataError(
-                    f"MUSE set '{name}' item {i} in {where}: '{key}' holds a lone UTF-16 surrogate, which is not "
-                    "text; fix or remove that escape"
-                ) from None
+            check_text(value, f"MUSE set '{name}' item {i} in {where}: '{key}'")
         out.append({k: item[k] for k in fields})
     return out
 

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from dsunlearn.config import DataConfig
-from dsunlearn.data.files import parse_records, read_utf8
+from dsunlearn.data.files import check_text, parse_records, read_utf8
 from dsunlearn.errors import DataError
 
 # The configs of the hub dataset (https://huggingface.co/datasets/locuslab/TOFU).
@@ -103,17 +103,6 @@ def _short(value, n: int = 40) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-def _check_text(text: str, split: str, i: int, key: str, where: str) -> None:
-    """A string the tokenizer can take: JSON's "\\ud800" escapes give lone surrogates, which are not text."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise DataError(
-            f"split '{split}' item {i} in {where}: '{key}' holds a lone UTF-16 surrogate "
-            f"(\\u{ord(text[e.start]):04x} at character {e.start}), which is not text; fix or remove that escape"
-        ) from None
-
-
 def validate_items(items: list, split: str, where: str) -> list[dict]:
     """Check the TOFU schema of one split; raise DataError naming the item and field."""
     if not isinstance(items, list):
@@ -141,7 +130,7 @@ def validate_items(items: list, split: str, where: str) -> list[dict]:
                     f"{type(item[key]).__name__} {_short(item[key])}; write it as text in quotes"
                 )
             if key in item:
-                _check_text(item[key], split, i, key, where)
+                check_text(item[key], f"split '{split}' item {i} in {where}: '{key}'")
         if perturbed:
             pert = item["perturbed_answer"]
             if not isinstance(pert, list) or not pert or not all(isinstance(p, str) for p in pert):
@@ -150,7 +139,7 @@ def validate_items(items: list, split: str, where: str) -> list[dict]:
                     f'got {type(pert).__name__} {_short(pert)}; write it as a JSON list: ["wrong 1", "wrong 2"]'
                 )
             for p in pert:
-                _check_text(p, split, i, "perturbed_answer", where)
+                check_text(p, f"split '{split}' item {i} in {where}: 'perturbed_answer'")
     return items
 
 
