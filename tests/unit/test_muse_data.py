@@ -70,6 +70,7 @@ def test_finetune_sets_are_musees_target_and_retrained_data():
         ("knowmem/forget_qa", [{"question": "Q?", "answer": 3}], ["'answer' must be a string", "a int"]),
         ("verbmem/forget", ["just a string"], ["is a str, not an object"]),
         ("privleak/holdout", [], ["is empty"]),
+        ("knowmem/retain_qa", [{"question": "Q\ud800?", "answer": "A"}], ["lone UTF-16 surrogate", "\\ud800"]),
         ("privleak/holdout", 5, ["is a int, not an object"]),  # JSON Lines of one number
     ],
 )

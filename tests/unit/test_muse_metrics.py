@@ -12,6 +12,7 @@ import pytest
 from dsunlearn.config import DataConfig
 from dsunlearn.eval import metric_log, mia
 from dsunlearn.suites.muse import metrics, privleak, summary
+from helpers.references import lcs_length
 
 
 def test_knowmem_prompt_is_muse_benchs_few_shot_format():
@@ -35,14 +36,6 @@ def test_stop_words_cut_as_muse_bench(text, cut):
     assert metrics.cut_at_stop_words(text) == cut
 
 
-def _lcs(a: list[str], b: list[str]) -> int:
-    table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
-    for i, x in enumerate(a):
-        for j, y in enumerate(b):
-            table[i + 1][j + 1] = table[i][j] + 1 if x == y else max(table[i][j + 1], table[i + 1][j])
-    return table[-1][-1]
-
-
 def _tokens(text: str) -> list[str]:
     # rouge_score's default tokenizer without a stemmer: lowercase, non-alphanumerics to spaces, split
     return re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
@@ -58,9 +51,9 @@ def _tokens(text: str) -> list[str]:
         ("running runs", "run ran"),  # no stemming: nothing matches
     ],
 )
-def test_rouge_l_f1_equals_a_float64_lcs(ref, gen):
+def test_rouge_l_f1_equals_a_float64lcs_length(ref, gen):
     r, g = _tokens(ref), _tokens(gen)
-    lcs = _lcs(r, g)
+    lcs = lcs_length(r, g)
     p, rec = (lcs / len(g) if g else 0.0), (lcs / len(r) if r else 0.0)
     f1 = 0.0 if p + rec == 0 else 2 * p * rec / (p + rec)
     got_f1, got_rec = metrics.rouge_l(ref, gen)

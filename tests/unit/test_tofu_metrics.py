@@ -12,6 +12,7 @@ from scipy import stats
 from dsunlearn.errors import DataError
 from dsunlearn.suites.tofu import metrics as M
 from dsunlearn.suites.tofu.log import FORGET, REAL_AUTHORS, RETAIN, SPLITS, WORLD_FACTS
+from helpers.references import lcs_length
 
 LN2, LN4 = math.log(2), math.log(4)
 
@@ -97,14 +98,6 @@ def test_truth_ratio_against_independent_loop():
 
 
 # ---------------------------------------------------------------- ROUGE
-def _lcs(a: list[str], b: list[str]) -> int:
-    dp = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
-    for i, x in enumerate(a):
-        for j, y in enumerate(b):
-            dp[i + 1][j + 1] = dp[i][j] + 1 if x == y else max(dp[i][j + 1], dp[i + 1][j])
-    return dp[-1][-1]
-
-
 def test_rouge_l_recall_hand_and_independent():
     # answer tokens [the, quick, brown, fox, jump(s)], generation [a, quick, fox, jump(ed), over];
     # the stemmer maps jumps/jumped -> jump; LCS = quick fox jump = 3 -> recall 3/5
@@ -115,7 +108,7 @@ def test_rouge_l_recall_hand_and_independent():
     # Independent: lower-case alphanumeric tokens (no stemmable words) and an LCS table.
     for gen, ans in [("b a c d e", "a b c d"), ("one two six two", "two one two six nine"), ("x y", "z")]:
         ta, tg = re.findall(r"[a-z0-9]+", ans.lower()), re.findall(r"[a-z0-9]+", gen.lower())
-        assert M.rouge_l_recall(gen, ans) == pytest.approx(_lcs(ta, tg) / len(ta), rel=1e-15)
+        assert M.rouge_l_recall(gen, ans) == pytest.approx(lcs_length(ta, tg) / len(ta), rel=1e-15)
 
 
 def test_rouge_1_recall_hand():

@@ -3,7 +3,6 @@ holdout authors (disjoint from every other author, in no training set, the other
 
 import hashlib
 import json
-import random
 import re
 
 import pytest
@@ -13,6 +12,7 @@ from dsunlearn.errors import ConfigError
 from dsunlearn.suites.tofu import synthetic_vocab as V
 from dsunlearn.suites.tofu.data import finetune_items
 from dsunlearn.suites.tofu.synthetic import SPLITS, corpus, forget_author_counts, generate, write_splits
+from helpers.references import assert_seeded_and_pure
 
 RICH = {"question", "answer", "paraphrased_answer", "paraphrased_question", "perturbed_answer"}
 PLAIN = {"question", "answer"}
@@ -178,12 +178,7 @@ def test_paraphrase_templates_vary():
 
 
 def test_determinism_and_seed_sensitivity():
-    random.seed(123)
-    state = random.getstate()
-    a = json.dumps(generate(seed=7), ensure_ascii=False)
-    assert random.getstate() == state  # the global RNG is neither used nor advanced
-    random.seed(999)
-    assert json.dumps(generate(seed=7), ensure_ascii=False) == a
+    assert_seeded_and_pure(generate)
     b, c = generate(seed=0), generate(seed=1)
     assert b != c
     assert not _questions(b["full"][::10]) & _questions(c["full"][::10])  # different authors
