@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from itertools import cycle
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+if TYPE_CHECKING:
+    from dsunlearn.suites.base import Headline
 
 
 def save_figure(fig, path: str | Path) -> Path:
@@ -20,23 +26,31 @@ def save_figure(fig, path: str | Path) -> Path:
     return path
 
 
-def plot_uipe_curve(rows: list[dict], selected: float | None, rho: float, path: str | Path) -> Path:
-    """Forget quality (log scale, left) and model utility (right) against alpha; the chosen alpha marked."""
+def plot_uipe_curve(
+    rows: list[dict], selected: float | None, rho: float, path: str | Path, forget: Sequence[Headline],
+    utility: Headline,
+) -> Path:  # fmt: skip
+    """A UIPE sweep (`sweep.json` rows) against alpha: the suite's forget numbers on the left axis (a log axis
+    where one spans decades: TOFU's forget quality), its utility number on the right with the rho floor; the
+    chosen alpha marked."""
     rows = sorted(rows, key=lambda r: r["alpha"])
     alphas = [r["alpha"] for r in rows]
-    fq = [max(r["forget_quality"], 1e-300) for r in rows]
-    mu = [r["model_utility"] for r in rows]
+    log = any(h.log_scale for h in forget)
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    ax.plot(alphas, fq, "o-", color="tab:red", label="forget quality (KS p-value)")
-    ax.set_yscale("log")
+    for h, color, marker in zip(forget, cycle(("tab:red", "tab:orange", "tab:purple")), cycle("o^v")):
+        ys = [max(r[h.key], 1e-300) if log else r[h.key] for r in rows]
+        way = "higher" if h.higher_is_better else "lower"
+        ax.plot(alphas, ys, f"{marker}-", color=color, label=f"{h.label} ({way} is better)")
+    if log:
+        ax.set_yscale("log")
     ax.set_xlabel("UIPE alpha  (theta_o + (1 + alpha) * delta)")
-    ax.set_ylabel("forget quality (higher = closer to retain model)", color="tab:red")
+    ax.set_ylabel(", ".join(h.label for h in forget), color="tab:red")
     ax2 = ax.twinx()
-    ax2.plot(alphas, mu, "s--", color="tab:blue", label="model utility")
-    mu0 = next((r["model_utility"] for r in rows if r["alpha"] == 0.0), None)
-    if mu0 is not None:
-        ax2.axhline(rho * mu0, color="tab:blue", alpha=0.35, lw=1, label=f"utility floor ({rho:g} x alpha=0)")
-    ax2.set_ylabel("model utility", color="tab:blue")
+    ax2.plot(alphas, [r[utility.key] for r in rows], "s--", color="tab:blue", label=utility.label)
+    u0 = next((r[utility.key] for r in rows if r["alpha"] == 0.0), None)
+    if u0 is not None:
+        ax2.axhline(rho * u0, color="tab:blue", alpha=0.35, lw=1, label=f"utility floor ({rho:g} x alpha=0)")
+    ax2.set_ylabel(utility.label, color="tab:blue")
     if selected is not None:
         ax.axvline(selected, color="black", ls=":", lw=1.5, label=f"selected alpha = {selected:g}")
     lines = ax.get_legend_handles_labels()

@@ -10,18 +10,24 @@ from dsunlearn.errors import RunError
 NAME = "extrapolate"
 HELP = "UIPE: write theta_o + (1+alpha)*delta from a run's delta shards (and sweep alpha with --sweep)"
 
+RETAIN_HELP = (
+    "--sweep: the retain model's eval log (default: the run's eval.retain_log); TOFU needs it (forget quality), "
+    "MUSE takes PrivLeak's reference from it"
+)
+RHO_HELP = "--sweep: keep alphas whose utility (TOFU model_utility, MUSE knowmem_r) is >= rho x its alpha=0 value"
+
 
 def add_arguments(p) -> None:
     # --run-dir: torchrun's parser claims a bare --run (prefix of its --run-path) when launched under it.
     p.add_argument("--run", "--run-dir", dest="run", required=True, help="an unlearning run dir (delta/, config.yaml)")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--alpha", type=float, help="extrapolation coefficient (0 = the unlearned model)")
-    g.add_argument("--sweep", help="comma-separated alphas to evaluate with the TOFU runner, e.g. 0,0.5,1,2")
+    g.add_argument("--sweep", help="comma-separated alphas to evaluate with the run's suite, e.g. 0,0.5,1,2")
     p.add_argument("--output-dir", default=None, help="where to write (default <run>/uipe/alpha_<a>)")
     p.add_argument("--original", default=None, help="the model the run started from (default: from config.yaml)")
     p.add_argument("--checkpoint", default=None, help="use checkpoints/<tag>/delta instead of the final delta/")
-    p.add_argument("--retain-log", default=None, help="--sweep: the retain model's TOFU log (for forget quality)")
-    p.add_argument("--rho", type=float, default=0.9, help="--sweep: keep alphas with MU >= rho x MU(alpha=0)")
+    p.add_argument("--retain-log", default=None, help=RETAIN_HELP)
+    p.add_argument("--rho", type=float, default=0.9, help=RHO_HELP)
 
 
 def _check_rho(rho: float) -> None:

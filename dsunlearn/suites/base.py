@@ -63,14 +63,34 @@ class TrainingSet:
         return document_windows(tokenizer, texts, data.max_length, self.windows, f"split '{self.split}'")
 
 
+# What a headline number is to UIPE's alpha sweep (recipes/uipe_sweep.py): a FORGET number (how much of the
+# forget set is gone; several are ranked in declaration order) or the suite's one UTILITY number (what must be
+# kept: an alpha keeps >= rho x the unlearned model's).
+FORGET, UTILITY = "forget", "utility"
+HEADLINE_ROLES = (FORGET, UTILITY)
+
+
 @dataclass(frozen=True)
 class Headline:
-    """One headline number of a suite's summary: its summary key, its display name, which way is better."""
+    """One headline number of a suite's summary: its summary key, its display name, which way is better, and
+    what UIPE's alpha sweep does with it (`role`)."""
 
     key: str
     label: str
     higher_is_better: bool
     value: float | None = None  # None in a suite's declaration (`Suite.HEADLINE`) and where a summary lacks it
+    role: str | None = None  # FORGET | UTILITY (the sweep's rule), None: reported only
+    needs_retain_log: bool = False  # computed only against the retain model's log (TOFU's forget quality)
+    log_scale: bool = False  # spans orders of magnitude (a p-value): 3 significant digits, a log axis
+
+    def __post_init__(self) -> None:
+        if self.role is not None and self.role not in HEADLINE_ROLES:
+            raise ValueError(f"Headline({self.key!r}, role={self.role!r}): role in {HEADLINE_ROLES} or None")
+
+    @property
+    def fmt(self) -> str:
+        """Its format spec in tables: 3 significant digits on a log scale, else 4 decimals."""
+        return ".3g" if self.log_scale else ".4f"
 
 
 class Suite(abc.ABC):
@@ -78,6 +98,8 @@ class Suite(abc.ABC):
 
     NAME: str
     HEADLINE: tuple[Headline, ...]  # the declaration (values None); `headline(summary)` fills them in
+    # (summary key, label): numbers UIPE's sweep records and tabulates per alpha besides the headline (may be None)
+    SWEEP_DETAILS: tuple[tuple[str, str], ...] = ()
 
     # -- training sets ---------------------------------------------------------------------------------------
     @abc.abstractmethod

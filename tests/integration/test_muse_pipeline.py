@@ -1,6 +1,7 @@
 """MUSE through the CLI on the synthetic corpus: `dsunlearn finetune` trains a target and a retrained model on
 text windows, `dsunlearn unlearn` runs NPO + retain NLL with GRU and the G-effect on forget/retain windows
-(2 ranks, ZeRO-2) and evaluates against the retrained model's log, `dsunlearn eval --from-log` summarizes."""
+(2 ranks, ZeRO-2) and evaluates against the retrained model's log, `dsunlearn eval --from-log` summarizes,
+`dsunlearn extrapolate --sweep` chooses a UIPE alpha by MUSE's numbers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import subprocess
 import sys
 
 import pytest
+
+from dsunlearn.recipes.uipe_sweep import select_alpha
+from dsunlearn.suites import get_suite
 
 pytestmark = pytest.mark.slow
 
@@ -61,3 +65,13 @@ def test_finetune_unlearn_evaluate_on_windows(tmp_path):
     r = _cli("eval", "--from-log", run / "eval", "--suite", "muse", "--json")
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout)["verbmem_f"] == pytest.approx(out["verbmem_f"])
+
+    # UIPE's sweep of a MUSE run: rows in MUSE's keys, PrivLeak against the run's eval.retain_log
+    r = _cli("extrapolate", "--run", run, "--sweep", "0.5")
+    assert r.returncode == 0, r.stderr[-3000:]
+    sweep = json.loads((run / "uipe" / "sweep.json").read_text())
+    assert sweep["suite"] == "muse" and [row["alpha"] for row in sweep["rows"]] == [0.0, 0.5]
+    assert sweep["rows"][0]["verbmem_f"] == pytest.approx(out["verbmem_f"])  # alpha 0: the unlearned model
+    assert all(row["privleak"] is not None and "knowmem_r" in row for row in sweep["rows"])
+    assert sweep["selected_alpha"] == select_alpha(sweep["rows"], 0.9, get_suite("muse").HEADLINE)[0]
+    assert "KnowMem retain" in (run / "uipe" / "sweep.md").read_text() and (run / "uipe" / "sweep.png").is_file()

@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from dsunlearn.suites.base import QA, SUMMARY_FILE, Headline, Suite, TrainingSet
+from dsunlearn.suites.base import FORGET, QA, SUMMARY_FILE, UTILITY, Headline, Suite, TrainingSet
 from dsunlearn.suites.tofu import data, metrics, mia_log, retain_check, summary
 from dsunlearn.suites.tofu import log as tofu_log
 
@@ -20,10 +20,11 @@ class TofuSuite(Suite):
     NAME = "tofu"
     HEADLINE = (
         # KS-test p-value of the forget set's truth ratios against the retain model's: 1 = indistinguishable.
-        Headline("forget_quality", "Forget Quality", higher_is_better=True),
+        Headline("forget_quality", "Forget Quality", True, role=FORGET, needs_retain_log=True, log_scale=True),
         # Harmonic mean of probability, ROUGE-L and truth ratio on the retain, real-author and world-fact sets.
-        Headline("model_utility", "Model Utility", higher_is_better=True),
+        Headline("model_utility", "Model Utility", higher_is_better=True, role=UTILITY),
     )
+    SWEEP_DETAILS = (("forget_rouge", "Forget ROUGE-L"), ("forget_prob", "Forget Prob"))
 
     def training_set(self, data_cfg, role: str) -> TrainingSet:
         split = {"forget": data_cfg.forget_split, "retain": data_cfg.retain_split}[role]
