@@ -5,6 +5,8 @@ Given the `TokenStats` of the forget (member) items and of the holdout (non-memb
 
     mia_loss, mia_zlib, mia_min_k, mia_min_k_plus_plus   (and mia_reference with a reference model's stats)
         -> {"forget": per-item scores, "holdout": per-item scores, "auc": AUC, "agg_value": AUC}
+    mia_reference from two logs (`reference_entry`): this model's mia_loss entry and the reference model's
+        -> the same layout, score_i = LOSS_model(i) - LOSS_reference(i)
     exact_memorization, extraction_strength (forget items only)
         -> {"agg_value": mean, "value_by_index": {"i": {"score": v}}}
 
@@ -16,9 +18,12 @@ Pure: numbers in, entries out.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import math
+import numbers
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+from dsunlearn.errors import DataError
 from dsunlearn.eval import metric_log, mia
 
 if TYPE_CHECKING:  # token_stats imports torch; the scores here are plain Python
@@ -66,6 +71,87 @@ def mia_entries(
         h = attack_scores(attack, holdout, holdout_texts, k, ref_holdout)
         out[attack] = metric_log.mia(f, h, mia.auc(f, h))
     return out
+
+
+MIA_PARTS = ("forget", "holdout")
+ITEMS_FIX = "re-evaluate the reference model on the same splits with the same eval.max_items"
+
+
+def loss_items(entry: Any, where: str) -> dict[str, dict[str, float]] | None:
+    """``{"forget": {index: score}, "holdout": {index: score}}`` of a ``mia_loss`` entry (`where` names its
+    log), indices in numeric order; None where it has no per-item scores of both sets (open-unlearning's
+    aggregate-only log, a log from before the attack existed) or a score that is None or not finite (an item
+    without a defined loss). DataError (one line) for a score that is not a number at all."""
+    out: dict[str, dict[str, float]] = {}
+    for part in MIA_PARTS:
+        sub = entry.get(part) if isinstance(entry, Mapping) else None
+        by_index = sub.get(metric_log.BY_INDEX) if isinstance(sub, Mapping) else None
+        if not isinstance(by_index, Mapping) or not by_index:
+            return None
+        out[part] = {}
+        for i in sorted(by_index, key=lambda k: (len(str(k)), str(k))):  # "0".."n-1" in numeric order
+            item = by_index[i]
+            v = item.get("score") if isinstance(item, Mapping) else None
+            if v is None:
+                return None
+            if not isinstance(v, numbers.Real) or isinstance(v, bool):
+                raise DataError(f"{where}: mia_loss {part} item '{i}' has a non-numeric score ({str(v)[:40]!r}); "
+                                "re-run `dsunlearn eval` of that model")  # fmt: skip
+            if not math.isfinite(v):
+                return None
+            out[part][str(i)] = float(v)
+    return out
+
+
+def check_items(
+    model: Mapping[str, Collection[str]], reference: Mapping[str, Collection[str]], where: str, model_name: str
+) -> None:
+    """DataError (one line) unless `model` (named `model_name`) and `reference` (the log `where` names) hold the
+    same item indices of each set (set -> indices): the counts are compared first, both named in the message,
+    then the first index of `model` that `reference` lacks is named. Items are matched by index only."""
+    for part in MIA_PARTS:
+        m, r = model[part], reference[part]
+        if len(m) != len(r):
+            raise DataError(f"{where}: its mia_loss has {len(r)} {part} items but {model_name} has {len(m)}; "
+                            f"{ITEMS_FIX}")  # fmt: skip
+        missing = next((i for i in m if i not in r), None)
+        if missing is not None:
+            raise DataError(f"{where}: its mia_loss has no {part} item '{missing}' of {model_name}; {ITEMS_FIX}")
+
+
+def check_reference_items(reference_loss: Any, n_forget: int, n_holdout: int, where: str) -> None:
+    """Before any evaluation: the reference log's per-item ``mia_loss`` (where it has one, `loss_items`) has
+    the ``n_forget`` forget and ``n_holdout`` holdout items "0".."n-1" this evaluation will score."""
+    ref = loss_items(reference_loss, where)
+    if ref is not None:
+        expected = {"forget": [str(i) for i in range(n_forget)], "holdout": [str(i) for i in range(n_holdout)]}
+        check_items(expected, ref, where, "this evaluation")
+
+
+def reference_entry(model_loss: Any, reference_loss: Any, where: str = "the reference log") -> dict | None:
+    """open-unlearning's reference-model attack (``mia_reference``) from two ``mia_loss`` entries, no model run.
+
+    ``mia_loss`` scores item i by LOSS(i) = mean NLL of its scored tokens, which is open-unlearning's
+    ``avg_loss`` (`eval.mia.loss_score`), so per item of each set::
+
+        score_i = LOSS_model(i) - LOSS_reference(i)         (`eval.mia.reference_score` on the same tokens)
+        AUC     = mia.auc(forget scores, holdout scores)    (as the other attacks)
+
+    `model_loss` is this model's entry, `reference_loss` the reference model's (the retain / retrained model;
+    `where` names its log). None, so no entry, when either is missing or has no usable per-item scores
+    (`loss_items`), and when both are the same object: a log passed as its own reference (the demos do, to
+    get forget quality 1 and PrivLeak 0) would give an all-zero attack that says nothing. DataError (one
+    line) when the items differ (`check_items`). Example: model forget [2, 3], holdout [4, 1]; reference
+    forget [2.5, 2.5], holdout [2, 2] -> forget [-0.5, 0.5], holdout [2, -1] -> AUC 2/4 = 0.5.
+    """
+    if model_loss is None or reference_loss is None or model_loss is reference_loss:
+        return None
+    model, ref = loss_items(model_loss, "this model's log"), loss_items(reference_loss, where)
+    if model is None or ref is None:
+        return None
+    check_items(model, ref, where, "this model's log")
+    f, h = ([s - ref[part][i] for i, s in model[part].items()] for part in MIA_PARTS)
+    return metric_log.mia(f, h, mia.auc(f, h))
 
 
 def memorization_entries(stats: Sequence[TokenStats], official: bool = True) -> dict[str, dict]:

@@ -152,6 +152,31 @@ def test_log_round_trips_and_summarizes(setup, tmp_path):
     assert {"verbmem_f", "knowmem_f", "knowmem_r", "privleak", "mia_min_k_plus_plus_auc"} <= set(summary)
 
 
+def test_reference_attack_against_a_second_model_equals_float64_losses(setup, tmp_path):
+    """mia_reference from the two logs = LOSS(model) - LOSS(reference), both from a float64 full softmax; a log
+    given as its own reference writes none."""
+    from dsunlearn.config import TinyModelConfig
+    from dsunlearn.models.tiny import build_tiny_model
+
+    cfg, suite, tok, model, log = setup
+    tiny = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+                           max_position_embeddings=512)  # fmt: skip
+    reference = build_tiny_model(tiny, tok, seed=4).eval()
+    summary = suite.write_eval(tmp_path, log, suite.evaluate(reference, tok, cfg.data, cfg.eval))
+    entry = suite.load_log(tmp_path / "eval")["mia_reference"]
+    want = {}
+    for part in ("forget", "holdout"):
+        want[part] = []
+        for it in suite_set(cfg, f"privleak/{part}"):
+            lp, rp = (_float64_stats(m, tok, it["text"])[0] for m in (model, reference))
+            want[part].append(-math.fsum(lp) / len(lp) + math.fsum(rp) / len(rp))
+        assert metric_log.item_values(entry[part]) == pytest.approx(want[part], rel=1e-5, abs=1e-5)
+    pairs = [1.0 if h > f else 0.5 if h == f else 0.0 for f in want["forget"] for h in want["holdout"]]
+    assert summary["mia_reference_auc"] == entry["auc"] == pytest.approx(sum(pairs) / len(pairs))
+    suite.write_eval(tmp_path / "self", log, log)
+    assert "mia_reference" not in suite.load_log(tmp_path / "self" / "eval")
+
+
 def test_inputs_checked_before_any_model(setup, tmp_path):
     import json
 

@@ -18,6 +18,8 @@ Per set (its first ``eval.max_items`` items), every rank computing a share and g
 - ``privleak``: Min-K% at ``data.muse.privleak_k`` on the same sets, MUSE's AUC, against the reference AUC:
   ``data.muse.auc_retrain`` if set, else the retrained model's log when one is given (``write_eval``,
   `with_reference`), else MUSE's published value for the corpus; the entry says which (``reference``).
+- ``mia_reference`` (``write_eval`` with the retrained model's log only, `with_reference`): per privleak text
+  this model's ``mia_loss`` minus the retrained model's, open-unlearning's reference-model attack.
 - ``exact_memorization``, ``extraction_strength``: on verbmem/forget, the tokens of ``gt`` after
   ``prompt + " "`` (open-unlearning's CompletionDataset with ``insert_space``).
 
@@ -164,8 +166,9 @@ def evaluate(module, tokenizer, data_cfg: DataConfig, eval_cfg: EvalConfig) -> d
 
 
 def write_eval(out_dir: str | os.PathLike[str], log: Mapping[str, Any], retain_log: Mapping | None = None) -> dict:
-    """`log` (PrivLeak against `retain_log` where given: `with_reference`) and its summary into
-    ``<out_dir>/eval/`` (rank 0, atomically); every rank returns the summary."""
+    """`log` (PrivLeak and ``mia_reference`` against `retain_log` where given: `with_reference`) and its summary
+    into ``<out_dir>/eval/`` (rank 0, atomically); every rank returns the summary. Errors (the two logs' MIA
+    items differ) are raised before anything is written."""
     from dsunlearn.fsutil import atomic_write_json
     from dsunlearn.run_layout import RunDir
     from dsunlearn.suites.base import SUMMARY_FILE

@@ -1,10 +1,16 @@
-"""MUSE's PrivLeak and its reference AUC (pure: entries in, entries out; no torch).
+"""MUSE's PrivLeak and its reference AUC, and the other number that needs the retrained model's log: the
+reference-model attack (pure: entries in, entries out; no torch).
 
 PrivLeak = (AUC - AUC_ref) / AUC_ref x 100 with MUSE's AUC (`eval.mia.muse_auc`) of the Min-K% scores of
 privleak/forget (label 0) vs privleak/holdout (label 1). The reference, in this order: ``data.muse.auc_retrain``
 when set; the retrained model's own log when given (its ``privleak`` entry, or open-unlearning's
 ``mia_min_k``, whose AUC is the other convention: `muse_auc_of` converts); MUSE's published AUC_RETRAIN of the
 corpus. The entry records which one was used (``reference``) and both AUCs.
+
+``mia_reference`` (open-unlearning's reference attack with the retrained model as reference, as its
+``muse-bench/MUSE-<corpus>_retrain``): per privleak/forget and privleak/holdout text, this model's ``mia_loss``
+minus the retrained model's, from the two logs (`eval.mia_attacks.reference_entry`); only with a retrained
+model's log that holds per-item ``mia_loss`` scores of the same items.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any
 from dsunlearn.config import DataConfig
 from dsunlearn.errors import DataError
 from dsunlearn.eval import metric_log, mia
-from dsunlearn.eval.mia_attacks import muse_auc_of, privleak_entry
+from dsunlearn.eval.mia_attacks import REFERENCE_ATTACK, muse_auc_of, privleak_entry, reference_entry
 
 CONFIG_REFERENCE = "data.muse.auc_retrain"
 
@@ -71,11 +77,18 @@ def privleak(forget_scores: list[float], holdout_scores: list[float], ref: tuple
 
 
 def with_reference(log: Mapping[str, Any], retain_log: Mapping | None) -> dict:
-    """`log` with PrivLeak against the retrained model's log where one is given and the config did not set the
-    reference (pure). The log's per-item Min-K% scores are reused: nothing is evaluated again."""
+    """`log` against the retrained model's log where one is given (pure; `log` unchanged without one): PrivLeak
+    against its reference unless the config set it, and ``mia_reference`` against its ``mia_loss`` (replaced,
+    or removed where the two logs cannot give it: `reference_entry`; DataError when their items differ). The
+    log's per-item scores are reused: nothing is evaluated again."""
     out, p = dict(log), log["privleak"]
     ref = log_reference(retain_log) if retain_log is not None else None
     if ref is not None and p.get("reference") != CONFIG_REFERENCE:
         f, h = metric_log.item_values(p["forget"]), metric_log.item_values(p["holdout"])
         out["privleak"] = privleak(f, h, ref)
+    if retain_log is not None:
+        out.pop(REFERENCE_ATTACK, None)  # one against another reference must not stay
+        entry = reference_entry(log.get("mia_loss"), retain_log.get("mia_loss"), "the retrained model's log")
+        if entry is not None:
+            out[REFERENCE_ATTACK] = entry
     return out

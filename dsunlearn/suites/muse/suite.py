@@ -56,7 +56,9 @@ class MuseSuite(Suite):
         check_inputs(tokenizer, data_cfg, eval_cfg, positions)
 
     def check_retain_log(self, path: str, cfg, key: str = "eval.retain_log") -> dict:
-        """The retrained model's MUSE log (ours or open-unlearning's MUSE_EVAL.json): PrivLeak's reference."""
+        """The retrained model's MUSE log (ours or open-unlearning's MUSE_EVAL.json): PrivLeak's reference, and
+        where it holds per-item ``mia_loss`` scores the reference-model attack's, of the items evaluated here."""
+        from dsunlearn.eval.mia_attacks import check_reference_items
         from dsunlearn.suites.muse.privleak import log_reference
 
         try:
@@ -68,6 +70,10 @@ class MuseSuite(Suite):
                 f"{key}='{path}' has no 'privleak' or 'mia_min_k' entry, so it cannot give PrivLeak's reference; "
                 "give the retrained model's MUSE log (dsunlearn eval of it) or set data.muse.auc_retrain"
             )
+        if "mia_loss" in log:  # the privleak sets this evaluation scores, as `evaluate.eval_sets` cuts them
+            n_forget, n_holdout = (len(data.load(cfg.data, f"privleak/{part}")[: cfg.eval.max_items])
+                                   for part in ("forget", "holdout"))  # fmt: skip
+            check_reference_items(log["mia_loss"], n_forget, n_holdout, f"{key}='{path}'")
         return log
 
     def evaluate(self, module, tokenizer, data_cfg, eval_cfg) -> dict:

@@ -5,7 +5,8 @@ verbmem_f, knowmem_f, knowmem_r   mean ROUGE-L F1 x 100 (MUSE's VerbMem / KnowMe
 privleak                          (AUC - AUC_ref) / AUC_ref x 100: about 0 = leaks no more than a model
                                   never trained on the forget set; about -100 = remembers it
 privleak_auc, privleak_reference_auc   MUSE-convention AUCs behind it
-mia_<attack>_auc                  open-unlearning-convention AUC of each MIA (about 0.5 = cannot tell)
+mia_<attack>_auc                  open-unlearning-convention AUC of each MIA (about 0.5 = cannot tell);
+                                  mia_reference_auc only where the log has that entry (a retrained model's log)
 exact_memorization, extraction_strength   on verbmem/forget (open-unlearning's)
 """
 
@@ -15,7 +16,7 @@ import json
 from collections.abc import Mapping
 
 from dsunlearn.eval.metric_log import AGG
-from dsunlearn.eval.mia_attacks import ATTACKS
+from dsunlearn.eval.mia_attacks import ATTACKS, REFERENCE_ATTACK
 from dsunlearn.suites.muse.metrics import KNOWMEM, VERBMEM
 
 ROWS: tuple[tuple[str, str], ...] = (
@@ -25,7 +26,7 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("privleak", "PrivLeak (%)"),
     ("privleak_auc", "PrivLeak AUC (MUSE convention)"),
     ("privleak_reference_auc", "PrivLeak reference AUC"),
-    *((f"{a}_auc", f"{a} AUC") for a in ATTACKS),
+    *((f"{a}_auc", f"{a} AUC") for a in (*ATTACKS, REFERENCE_ATTACK)),
     ("exact_memorization", "Exact memorization (verbmem forget)"),
     ("extraction_strength", "Extraction strength (verbmem forget)"),
 )
@@ -45,7 +46,7 @@ def summarize(log: Mapping) -> dict[str, float]:
         for key, field in (("privleak_auc", "auc"), ("privleak_reference_auc", "auc_reference")):
             if field in p:
                 out[key] = p[field]
-    for attack in ATTACKS:
+    for attack in (*ATTACKS, REFERENCE_ATTACK):
         if attack in log:
             out[f"{attack}_auc"] = log[attack][AGG]
     for key in ("exact_memorization", "extraction_strength"):

@@ -170,6 +170,24 @@ def holdout_split_name(forget_split: str) -> str:
     return "holdout" + forget_split.removeprefix("forget")
 
 
+def mia_sets(cfg: DataConfig, max_items: int) -> dict[str, tuple[str, list[dict]]]:
+    """Membership inference's sets: {"forget": (split, items), "holdout": (split, items)}, the first
+    `max_items` (``eval.max_items``) of ``data.forget_split`` and of its holdout split; DataError (one line)
+    for a missing split, saying how to go on without the holdout one."""
+    out = {}
+    for part, split in (("forget", cfg.forget_split), ("holdout", holdout_split_name(cfg.forget_split))):
+        try:
+            items = load_split(cfg, split)
+        except DataError as e:
+            if part == "forget":
+                raise
+            # a TOFU download from before the holdout splits existed: say how to go on without them
+            hint = f"membership inference needs it (TOFU's config '{split}'), or set eval.mia=false"
+            raise DataError(f"{e}; {hint}") from None
+        out[part] = (split, items[:max_items])
+    return out
+
+
 def finetune_items(cfg: DataConfig, target: str) -> list[dict]:
     """Training items of a fine-tuned model: `full` (the target) or the retain split (the retain model).
 

@@ -166,10 +166,11 @@ def write_eval(
     ``<out_dir>/eval/TOFU_EVAL.json`` (the MIA part with PrivLeak, where the log has one; a stale one is removed
     where it has none) and ``<out_dir>/eval/summary.json``.
 
-    `retain_log` (a log or a path to one; only its forget split and MIA part are read) adds forget quality and
-    PrivLeak's reference. Every rank computes and returns the summary (:func:`metrics.aggregate`); rank 0 alone
-    writes, atomically. Errors (malformed log, forget item counts differing from the retain log's) are raised
-    before anything is written.
+    `retain_log` (a log or a path to one; only its forget split and MIA part are read) adds forget quality,
+    PrivLeak's reference and, where its MIA part has per-item mia_loss, the reference-model attack
+    (``mia_log.reference_attack``; none for `log` passed as its own reference). Every rank computes and returns
+    the summary (:func:`metrics.aggregate`); rank 0 alone writes, atomically. Errors (malformed log, forget or
+    MIA item counts differing from the retain log's) are raised before anything is written.
     """
     from dsunlearn.eval import metric_log
     from dsunlearn.fsutil import atomic_write_json

@@ -15,8 +15,8 @@ under both names in the same flat dict:
     forget_quality, forget_ks_statistic              -> "Forget Quality", "KS Test Forget" (only with retain_log)
 
 followed, for a log with a membership-inference part (``eval.mia``), by its snake_case keys only
-(``mia_log.summary``: ``privleak``, ``privleak_reference_auc``, ``mia_*_auc``, ``exact_memorization``,
-``extraction_strength``).
+(``mia_log.summary``: ``privleak``, ``privleak_reference_auc``, ``mia_*_auc`` (``mia_reference_auc`` with a
+retain log holding per-item mia_loss), ``exact_memorization``, ``extraction_strength``).
 
 Arithmetic follows the official code step by step (float64, same reductions, same order of the nine
 utility values) so that results agree to the last digit, not just to a tolerance.

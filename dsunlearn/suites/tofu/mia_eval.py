@@ -16,27 +16,17 @@ from __future__ import annotations
 
 from dsunlearn.config import DataConfig, EvalConfig
 from dsunlearn.data.collate import Encoded, encode_items, pad_id_of
-from dsunlearn.errors import DataError
 from dsunlearn.eval.mia_attacks import memorization_entries, mia_entries
 from dsunlearn.eval.token_stats import item_token_stats
-from dsunlearn.suites.tofu.data import holdout_split_name, load_split
+from dsunlearn.suites.tofu.data import mia_sets
 
 
 def encoded_sets(tokenizer, data_cfg: DataConfig, eval_cfg: EvalConfig) -> tuple[list[Encoded], list[Encoded]]:
-    """(forget items, holdout items) encoded as training encodes them, the first ``eval.max_items`` of each;
-    DataError (one line, naming split and item) for a missing split or an item that does not fit."""
-    out = []
-    for split in (data_cfg.forget_split, holdout_split_name(data_cfg.forget_split)):
-        try:
-            items = load_split(data_cfg, split)
-        except DataError as e:
-            if split == data_cfg.forget_split:
-                raise
-            # a TOFU download from before the holdout splits existed: say how to go on without them
-            hint = f"membership inference needs it (TOFU's config '{split}'), or set eval.mia=false"
-            raise DataError(f"{e}; {hint}") from None
-        out.append(encode_items(tokenizer, items[: eval_cfg.max_items], data_cfg, split=split))
-    return out[0], out[1]
+    """(forget items, holdout items) of `data.mia_sets` encoded as training encodes them; DataError (one line,
+    naming split and item) for a missing split or an item that does not fit."""
+    sets = mia_sets(data_cfg, eval_cfg.max_items)
+    forget, holdout = (encode_items(tokenizer, items, data_cfg, split=split) for split, items in sets.values())
+    return forget, holdout
 
 
 def evaluate_mia(module, tokenizer, data_cfg: DataConfig, eval_cfg: EvalConfig) -> dict[str, dict]:

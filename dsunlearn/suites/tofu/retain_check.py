@@ -4,7 +4,9 @@ Forget quality compares the unlearned model's forget-split losses with the retai
 wrong file (missing, not a TOFU log, another forget split or item cap) must fail in a second, before
 `dsunlearn eval` evaluates or `dsunlearn unlearn` trains and before either writes anything. Its MIA part
 (``TOFU_EVAL.json`` next to it, `mia_log`) gives PrivLeak's reference where it holds ``mia_min_k``; a retain log
-without one (TOFU's own code writes none) gives open-unlearning's default reference, not an error.
+without one (TOFU's own code writes none) gives open-unlearning's default reference, not an error. Where it holds
+per-item ``mia_loss`` scores (the reference-model attack's), they must be of the forget and holdout items this
+evaluation scores, checked here too.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from dsunlearn.errors import DataError
 
 def check_retain_log(path: str, cfg, key: str = "eval.retain_log") -> dict:
     """The retain log at `path` (given as `key`), validated (forget split only; with ``eval.mia`` its MIA part's
-    reference AUC too) and of as many items as this run evaluates."""
+    reference AUC and per-item mia_loss items too) and of as many items as this run evaluates."""
+    from dsunlearn.eval.mia_attacks import check_reference_items
     from dsunlearn.suites.tofu import log as tofu_log
     from dsunlearn.suites.tofu import mia_log
-    from dsunlearn.suites.tofu.data import eval_split_name, load_split
+    from dsunlearn.suites.tofu.data import eval_split_name, load_split, mia_sets
 
     try:
         log = mia_log.load_log(path, splits=(tofu_log.FORGET,))
@@ -36,4 +39,8 @@ def check_retain_log(path: str, cfg, key: str = "eval.retain_log") -> dict:
             f"(data.forget_split={cfg.data.forget_split}, eval.max_items={cfg.eval.max_items}); "
             "evaluate both models on the same forget split with the same item cap"
         )
+    loss = (mia_log.mia_of(log) or {}).get("mia_loss")
+    if cfg.eval.mia and loss is not None:  # the reference-model attack's items: those this evaluation scores
+        n_forget, n_holdout = (len(items) for _, items in mia_sets(cfg.data, cfg.eval.max_items).values())
+        check_reference_items(loss, n_forget, n_holdout, f"retain log '{path}'")
     return log
