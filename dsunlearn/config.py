@@ -20,11 +20,14 @@ from dsunlearn.suites import DEFAULT as DEFAULT_SUITE
 from dsunlearn.suites import NAMES as SUITE_NAMES
 
 
-def _f(default, help: str, choices: tuple | None = None, **kw):
-    """A dataclass field with help text (and allowed values) in its metadata."""
+def _f(default, help: str, choices: tuple | None = None, canonical=None, **kw):
+    """A dataclass field with help text (and allowed values) in its metadata; `canonical(key, value)` maps a value
+    given another way (an alias) to the one stored, before the choices are checked."""
     meta = {"help": help}
     if choices is not None:
         meta["choices"] = choices
+    if canonical is not None:
+        meta["canonical"] = canonical
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
@@ -144,6 +147,13 @@ def _objective_names() -> tuple[str, ...]:
     return tuple(hyperparameter_table())
 
 
+def _canonical_objective(key: str, name) -> str:
+    """`objective.name` as stored: an open-unlearning alias (`NPO`) becomes dsunlearn's name (`npo`)."""
+    from dsunlearn.objective_names import canonical_objective
+
+    return canonical_objective(name, key=key)
+
+
 def _hyperparameter_types() -> dict[str, type]:
     from dsunlearn.hyperparams import types_of
     from dsunlearn.objective_catalog import hyperparameter_table
@@ -160,7 +170,12 @@ class ObjectiveConfig:
     edit here. `validate` fills in the defaults, so the written config.yaml shows every effective value.
     """
 
-    name: str = _f("npo", "forget objective", _objective_names)  # choices: the registry's names
+    name: str = _f(
+        "npo",
+        "forget objective; open-unlearning's names (NPO, GradDiff, ...) are aliases, stored as dsunlearn's",
+        _objective_names,  # choices: the registry's names
+        canonical=_canonical_objective,
+    )
     gamma: float = _f(1.0, "coefficient of the forget loss")
     lambda_: float = _f(1.0, "coefficient of the retain regulariser (YAML key: lambda)")
     retain_loss: str = _f("auto", "retain regulariser; auto = objective's default", ("auto", "none", "nll", "kl"))
@@ -328,6 +343,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _require(e.grad_accum_steps >= 0, "engine.grad_accum_steps", e.grad_accum_steps, "must be >= 0 (0 = derive)")
     if e.grad_accum_steps == 0 and not e.global_batch_size:
         raise ConfigError("engine.grad_accum_steps=0 (derive) needs engine.global_batch_size; set one of them")
+    o.name = _canonical_objective("objective.name", o.name)  # also for a RunConfig built in code
     _finite_positive("objective.gamma", o.gamma, allow_zero=True)
     _finite_positive("objective.lambda", o.lambda_, allow_zero=True)
     hyperparameter_ranges = _check_hyperparameters(o)

@@ -164,6 +164,8 @@ def _coerce(key: str, value, tp, f: dataclasses.Field):
             f"{key}={short_repr(value)} has the wrong type: expected {want} ({f.metadata.get('help', '')}); "
             f"write e.g. {key}={example}"
         )
+    if "canonical" in f.metadata:  # an alias becomes the stored value (open-unlearning's NPO -> npo)
+        value = f.metadata["canonical"](key, value)
     choices = f.metadata.get("choices")
     choices = choices() if callable(choices) else choices  # a callable reads a registry (objective names)
     if choices is not None and value not in choices and not (key.endswith("retain_split")):

@@ -9,7 +9,8 @@ default and (for numbers) a ``Range`` in its ``Annotated`` type::
 ``hyperparameters(npo)`` reads them with ``inspect.signature``; the registry's defaults, the config's keys
 (``objective.beta=0.2``), their types and bounds, the written ``config.yaml`` and the README table all come
 from there. A new objective with a new parameter is its function alone: no schema, table or help text to edit.
-The shared meanings (``Beta``, ``Alpha``, ``Delta``) are declared here so that equal names keep equal bounds.
+The shared meanings (``Beta``, ``Alpha``, ``Delta``, ``Eps``) are declared here so that equal names keep equal
+bounds.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Range:
 Beta = Annotated[float, Range(1e-6, 1e4, "inverse temperature; 2/beta and beta x log-ratio overflow outside it")]
 Alpha = Annotated[float, Range(0.0, 100.0, "a power on probabilities in [0, 1]: p^100 is already 0 in fp32")]
 Delta = Annotated[float, Range(-1e4, 1e4, "a margin on per-token log-probabilities")]
+Eps = Annotated[float, Range(0.0, 1.0, "a constant added to a denominator of at most 2; past 1 it sets the weight")]
 
 
 @dataclass(frozen=True)

@@ -31,12 +31,14 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     "models": ("dsunlearn.models",),
     "data": ("dsunlearn.data",),
     # objective_catalog: the registry's names and hyper-parameters for the config, read without torch
+    # objective_names: open-unlearning's method names as aliases of objective.name
     # batch_size: micro x world x accum = global, torch-free (the run dir's early checks ask it)
     "config": (
         "dsunlearn.config",
         "dsunlearn.config_io",
         "dsunlearn.config_bounds",
         "dsunlearn.objective_catalog",
+        "dsunlearn.objective_names",
         "dsunlearn.batch_size",
     ),
     # run_layout: RunDir, the one owner of a run directory's layout (issue 13 item 3)

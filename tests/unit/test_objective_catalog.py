@@ -37,7 +37,8 @@ def test_config_validation_imports_no_torch():
         """
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip() == "[('alpha', 2.5), ('beta', 4.0)] False", out.stdout + out.stderr[-2000:]
+    expected = "[('alpha', 2.5), ('beta', 4.0), ('eps', 1e-05)] False"
+    assert out.stdout.strip() == expected, out.stdout + out.stderr[-2000:]
 
 
 @pytest.mark.parametrize(

@@ -46,13 +46,13 @@ def test_wga_hand_example():
 
 
 def test_tnpo_hand_example():
-    out = tnpo(TOKEN_LOGP, TOKEN_MASK, TOKEN_REF, beta=4.0)
+    out = tnpo(TOKEN_LOGP, TOKEN_MASK, TOKEN_REF, beta=4.0, eps=0.0)
     _close(out.loss, -(21 / 34) * LN(2))
     _close(out.weights, [[1, 2 / 17, 0]])
 
 
 def test_wtnpo_hand_example():
-    out = wtnpo(TOKEN_LOGP, TOKEN_MASK, TOKEN_REF, alpha=1.0, beta=4.0)
+    out = wtnpo(TOKEN_LOGP, TOKEN_MASK, TOKEN_REF, alpha=1.0, beta=4.0, eps=0.0)
     _close(out.loss, -(19 / 68) * LN(2))
     _close(out.weights, [[1 / 2, 1 / 34, 0]])
 
@@ -150,23 +150,27 @@ def test_wga_reference(seed, alpha):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("beta", [4.0, 1.0, 0.5])
-def test_tnpo_reference(seed, beta):
+@pytest.mark.parametrize("eps", [0.0, 1e-5, 0.01])
+def test_tnpo_reference(seed, beta, eps):
     logp, mask, ref = _random_batch(seed)
-    expected = ref_token_objective(logp, mask, ref, lambda p, po: 2 * p**beta / (p**beta + po**beta))
-    _close(tnpo(logp, mask, ref, beta=beta).loss, expected)
+    expected = ref_token_objective(logp, mask, ref, lambda p, po: 2 * p**beta / (p**beta + po**beta + eps))
+    _close(tnpo(logp, mask, ref, beta=beta, eps=eps).loss, expected)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize(("alpha", "beta"), [(1.5, 4.0), (1.0, 2.0), (0.0, 4.0)])
-def test_wtnpo_reference(seed, alpha, beta):
+@pytest.mark.parametrize("eps", [0.0, 1e-5])
+def test_wtnpo_reference(seed, alpha, beta, eps):
     logp, mask, ref = _random_batch(seed)
-    expected = ref_token_objective(logp, mask, ref, lambda p, po: 2 * p ** (beta + alpha) / (p**beta + po**beta))
-    _close(wtnpo(logp, mask, ref, alpha=alpha, beta=beta).loss, expected)
+    w = lambda p, po: 2 * p ** (beta + alpha) / (p**beta + po**beta + eps)  # noqa: E731
+    _close(wtnpo(logp, mask, ref, alpha=alpha, beta=beta, eps=eps).loss, ref_token_objective(logp, mask, ref, w))
 
 
-def test_wtnpo_with_alpha_zero_is_tnpo():
+@pytest.mark.parametrize("eps", [0.0, 1e-5])
+def test_wtnpo_with_alpha_zero_is_tnpo(eps):
     logp, mask, ref = _random_batch(3)
-    _close(wtnpo(logp, mask, ref, alpha=0.0, beta=3.0).loss, tnpo(logp, mask, ref, beta=3.0).loss.item())
+    expected = tnpo(logp, mask, ref, beta=3.0, eps=eps).loss.item()
+    _close(wtnpo(logp, mask, ref, alpha=0.0, beta=3.0, eps=eps).loss, expected)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -190,9 +194,9 @@ def test_default_hyper_parameters_match_methods():
     _close(npo(logp, mask, ref).loss, ref_npo(logp, mask, ref, 0.1))
     _close(simnpo(logp, mask).loss, ref_simnpo(logp, mask, 4.5, 0.0))
     _close(wga(logp, mask).loss, ref_token_objective(logp, mask, ref, lambda p, po: p))
-    w_tnpo = lambda p, po: 2 * p**4 / (p**4 + po**4)  # noqa: E731
+    w_tnpo = lambda p, po: 2 * p**4 / (p**4 + po**4 + 1e-5)  # noqa: E731
     _close(tnpo(logp, mask, ref).loss, ref_token_objective(logp, mask, ref, w_tnpo))
-    w_wtnpo = lambda p, po: 2 * p**5.5 / (p**4 + po**4)  # noqa: E731
+    w_wtnpo = lambda p, po: 2 * p**5.5 / (p**4 + po**4 + 1e-5)  # noqa: E731
     _close(wtnpo(logp, mask, ref).loss, ref_token_objective(logp, mask, ref, w_wtnpo))
 
 

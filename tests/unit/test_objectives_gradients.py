@@ -2,7 +2,7 @@
 
 Every forget objective is a weighted gradient ascent: d loss / d log p_i = w_i / count with w_i > 0,
 so one descent step on the loss lowers the forget log-likelihood. The weights are:
-    GA: 1    WGA: p_i^alpha    TNPO: 2 p^beta / (p^beta + p_o^beta)    WTNPO: p^alpha * TNPO weight
+    GA: 1    WGA: p_i^alpha    TNPO: 2 p^beta / (p^beta + p_o^beta + eps)    WTNPO: p^alpha * TNPO weight
     NPO (per sequence s, pi = exp(l_theta(s))): d loss / d l_theta(s) = 2 pi^beta / (pi^beta + pi_ref^beta) / count
     SimNPO: d loss / d log p_i = 2 sigmoid(-beta (avgNLL(s) - delta)) / (T_s * count).
 """
@@ -60,24 +60,26 @@ def test_wga_gradient_is_minus_sg_p_alpha_times_dnll(alpha):
 
 
 @pytest.mark.parametrize("beta", [4.0, 1.0])
-def test_tnpo_weight_and_gradient(beta):
+@pytest.mark.parametrize("eps", [0.0, 1e-5])
+def test_tnpo_weight_and_gradient(beta, eps):
     logp, mask, ref = _batch(2)
-    g, out = _grad(tnpo, logp, mask, ref, beta=beta)
+    g, out = _grad(tnpo, logp, mask, ref, beta=beta, eps=eps)
     n = mask.sum().item()
     p, po = logp.exp(), ref.exp()
-    w = torch.where(mask, 2 * p**beta / (p**beta + po**beta), 0.0)
+    w = torch.where(mask, 2 * p**beta / (p**beta + po**beta + eps), 0.0)
     torch.testing.assert_close(out.weights, w, **TOL)
     torch.testing.assert_close(g, w / n, **TOL)  # = -w * dNLL / n
     assert not out.weights.requires_grad
 
 
-def test_wtnpo_weight_and_gradient():
+@pytest.mark.parametrize("eps", [0.0, 1e-5])
+def test_wtnpo_weight_and_gradient(eps):
     logp, mask, ref = _batch(3)
     alpha, beta = 1.5, 4.0
-    g, out = _grad(wtnpo, logp, mask, ref, alpha=alpha, beta=beta)
+    g, out = _grad(wtnpo, logp, mask, ref, alpha=alpha, beta=beta, eps=eps)
     n = mask.sum().item()
     p, po = logp.exp(), ref.exp()
-    w = torch.where(mask, 2 * p ** (beta + alpha) / (p**beta + po**beta), 0.0)
+    w = torch.where(mask, 2 * p ** (beta + alpha) / (p**beta + po**beta + eps), 0.0)
     torch.testing.assert_close(out.weights, w, **TOL)
     torch.testing.assert_close(g, w / n, **TOL)
 

@@ -67,9 +67,9 @@ def test_a_new_objective_with_a_new_parameter_needs_no_schema_edit(toy, tmp_path
 def test_a_key_the_objective_does_not_take_is_refused_naming_the_allowed_keys():
     for overrides, words in [
         (["objective.alpha=0.5"], "objective.alpha: not a hyper-parameter of 'npo' (allowed: beta)"),
-        (["objective.name=wtnpo", "objective.delta=1"], "not a hyper-parameter of 'wtnpo' (allowed: alpha, beta)"),
+        (["objective.name=wtnpo", "objective.delta=1"], "not a hyper-parameter of 'wtnpo' (allowed: alpha, beta, eps)"),
         (["objective.name=ga", "objective.beta=0.2"], "objective.beta: not a hyper-parameter of 'ga' (allowed: none)"),
-        (["objective.bta=1"], "allowed here: name, gamma, lambda, retain_loss, kl_positions, alpha, beta, delta"),
+        (["objective.bta=1"], "allowed here: name, gamma, lambda, retain_loss, kl_positions, alpha, beta, delta, eps"),
         (["objective.params.beta=1"], "unknown config key 'objective.params'"),  # one spelling: objective.beta
     ]:
         with pytest.raises(ConfigError) as e:
@@ -84,8 +84,8 @@ def test_a_key_the_objective_does_not_take_is_refused_naming_the_allowed_keys():
 
 def test_the_config_shows_the_effective_hyper_parameters(tmp_path):
     shown = config_to_dict(load_config("tiny_wtnpo", ["objective.beta=2.5"]))["objective"]
-    assert list(shown) == ["name", "gamma", "lambda", "retain_loss", "kl_positions", "alpha", "beta"]
-    assert (shown["alpha"], shown["beta"]) == (1.5, 2.5)
+    assert list(shown) == ["name", "gamma", "lambda", "retain_loss", "kl_positions", "alpha", "beta", "eps"]
+    assert (shown["alpha"], shown["beta"], shown["eps"]) == (1.5, 2.5, 1e-5)
     old = tmp_path / "old.yaml"  # a config.yaml as written before: every objective's keys, null = default
     old.write_text("objective: {name: npo, beta: null, alpha: null, delta: null}\n")
     assert load_config(str(old)).objective.params == {"beta": 0.1}
@@ -107,7 +107,7 @@ def test_malformed_signatures_are_refused_when_registered():
 
 
 def test_one_name_has_one_type_across_objectives(monkeypatch):
-    assert hyperparameter_types() == {"alpha": float, "beta": float, "delta": float}
+    assert hyperparameter_types() == {"alpha": float, "beta": float, "delta": float, "eps": float}
 
     def clash(logp, mask, ref_logp=None, *, beta: Annotated[int, Range(1, 2, "x")] = 1): ...
 
@@ -116,16 +116,16 @@ def test_one_name_has_one_type_across_objectives(monkeypatch):
         hyperparameter_types()
 
 
-_SYMBOLS = {"α": "alpha", "β": "beta", "δ": "delta", "λ": "lambda"}
+_SYMBOLS = {"α": "alpha", "β": "beta", "δ": "delta", "ε": "eps", "λ": "lambda"}
 
 
 def _tables(text: str) -> dict[str, dict[str, float]]:
-    """{config name: {parameter: default}} from a Methods table's Defaults column ("α = 1.5, β = 4")."""
+    """{config name: {parameter: default}} from a Methods table's Defaults column ("α = 1.5, β = 4, ε = 1e-5")."""
     rows = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 5 and cells[4].startswith("`") and cells[4].strip("`") in OBJECTIVES:
-            pairs = re.findall(r"([αβδλ]|`?\w+`?) = ([-\d.]+)", cells[2])
+            pairs = re.findall(r"([αβδελ]|`?\w+`?) = (-?[\d.]+(?:e-?\d+)?)", cells[2])
             rows[cells[4].strip("`")] = {_SYMBOLS.get(k, k.strip("`")): float(v) for k, v in pairs}
     return rows
 

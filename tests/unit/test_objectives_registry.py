@@ -32,8 +32,8 @@ def test_defaults_follow_methods_and_the_function_signatures():
         "npo": {"beta": 0.1},
         "simnpo": {"beta": 4.5, "delta": 0.0},
         "wga": {"alpha": 1.0},
-        "tnpo": {"beta": 4.0},
-        "wtnpo": {"alpha": 1.5, "beta": 4.0},
+        "tnpo": {"beta": 4.0, "eps": 1e-5},
+        "wtnpo": {"alpha": 1.5, "beta": 4.0, "eps": 1e-5},
     }
     for name, spec in OBJECTIVES.items():
         assert dict(spec.defaults) == expected[name], name
@@ -73,8 +73,8 @@ def test_unknown_names_raise_config_error_listing_allowed_names():
 
 
 def test_resolve_merges_overrides_and_rejects_unknown_keys():
-    assert get_objective("wtnpo").resolve({"beta": 2.0}) == {"alpha": 1.5, "beta": 2.0}
-    assert dict(get_objective("wtnpo").defaults) == {"alpha": 1.5, "beta": 4.0}  # defaults untouched
+    assert get_objective("wtnpo").resolve({"beta": 2.0}) == {"alpha": 1.5, "beta": 2.0, "eps": 1e-5}
+    assert dict(get_objective("wtnpo").defaults) == {"alpha": 1.5, "beta": 4.0, "eps": 1e-5}  # defaults untouched
     with pytest.raises(ConfigError, match=r"objective\.gamma: .*'npo'.*allowed: beta"):
         get_objective("npo").resolve({"gamma": 1.0})
     # None means "use the default" (the config's null), also for keys the objective does not take.
