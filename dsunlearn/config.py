@@ -307,7 +307,8 @@ def _check_hyperparameters(o: ObjectiveConfig) -> dict[str, tuple]:
 
     A value is checked against the chosen objective's declaration of its key, or another objective's if it
     does not take it (`objective.beta=0` with `ga` is reported as beta <= 0, as it always was). The sign comes
-    from the declared range's lower bound: lo > 0 means "> 0", lo == 0 ">= 0", below 0 only "finite".
+    from the declared range's lower bound: lo > 0 means "> 0", lo == 0 ">= 0", below 0 only "finite". A string
+    must be one of its `Literal`'s values (`objective.positions`).
     """
     from dsunlearn.objective_catalog import hyperparameter_table
 
@@ -315,7 +316,11 @@ def _check_hyperparameters(o: ObjectiveConfig) -> dict[str, tuple]:
     declarations = [table[o.name], *table.values()]
     ranges = {}
     for key, value in o.params.items():
-        rng = next(params[key].range for params in declarations if key in params)
+        hp = next(params[key] for params in declarations if key in params)
+        if value is not None and hp.choices is not None and value not in hp.choices:
+            allowed = ", ".join(map(str, hp.choices))
+            raise ConfigError(f"objective.{key}={short_repr(value)} is not allowed; choose one of: {allowed}")
+        rng = hp.range
         if value is None or rng is None or isinstance(value, bool):
             continue
         if rng.lo < 0:

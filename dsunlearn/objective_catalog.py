@@ -85,7 +85,7 @@ def _registry_entries(init: ast.Module) -> list[tuple[str, str]]:
 def _signature(path: Path, fn_name: str) -> Mapping[str, HyperParam]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == fn_name), None)
-    if fn is None or tuple(a.arg for a in fn.args.posonlyargs + fn.args.args) != hyperparams.DATA_ARGS:
+    if fn is None or tuple(a.arg for a in fn.args.posonlyargs + fn.args.args) not in hyperparams.DATA_ARGS.values():
         raise _NotFollowed(fn_name)
     if fn.args.vararg or fn.args.kwarg:
         raise _NotFollowed(fn_name)

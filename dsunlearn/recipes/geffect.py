@@ -7,9 +7,9 @@ probe set (the first N items of the run's forget split and of its retain split, 
     e_u = < grad R(D_f), grad L_u(D_f) >,    e_r = < grad R(D_r), grad L_u(D_f) >
 
 R = mean answer-token NLL, L_u = the run's forget objective with its hyper-parameters (no gamma, no retain term,
-no GRU: the same L_u as the online G-effect of `unlearn.py`); the reference log-probs of npo/tnpo/wtnpo come
-from the ORIGINAL model. Totals, per layer group, cosines, and optionally per instance for the first K forget
-probe items: e_i = < grad R(s_i), grad L_u(s_i) > (one sample = the whole batch).
+no GRU: the same L_u as the online G-effect of `unlearn.py`); the reference log-probs of npo/tnpo/wtnpo and the
+reference logits of undial come from the ORIGINAL model. Totals, per layer group, cosines, and optionally per
+instance for the first K forget probe items: e_i = < grad R(s_i), grad L_u(s_i) > (one sample = the whole batch).
 
 Distribution: the weights of a checkpoint are rebuilt by `extrapolate(alpha=0)` (bit for bit) on rank 0 into a
 temporary dir, then every rank loads an `UnlearnEngine` (the run's ZeRO config; its optimizer is never
@@ -34,7 +34,7 @@ import torch
 from dsunlearn import dist
 from dsunlearn.data.collate import Encoded, pad_id_of
 from dsunlearn.data.sharding import round_robin_rounds
-from dsunlearn.engine.reference import precompute_forget_ref
+from dsunlearn.engine.reference import ReferenceModel, precompute_forget_ref
 from dsunlearn.engine.shard import ShardedGrad
 from dsunlearn.engine.unlearn_engine import LossFn, MicroBatch, UnlearnEngine
 from dsunlearn.errors import RunError
@@ -126,19 +126,22 @@ def _only_real(fn: LossFn) -> LossFn:
 
 
 class _Probe:
-    """Losses and micro-batches of one probe (sub)set: the forget items `f_idx` and retain items `r_idx`."""
+    """Losses and micro-batches of one probe (sub)set: the forget items `f_idx` and retain items `r_idx`.
+    `ref`: theta_o's precomputed forget log-probs; `ref_logits`: the original model's logits (undial)."""
 
-    def __init__(self, spec, params, forget, retain, f_idx, r_idx, ref, micro, pad, device):
-        self.spec, self.params = spec, params
+    def __init__(self, spec, params, forget, retain, f_idx, r_idx, ref, micro, pad, device, ref_logits=None):
+        self.spec, self.params, self.ref_logits = spec, params, ref_logits
         self.forget_units = global_count(forget, f_idx, spec.unit)
         self.forget_tokens = global_count(forget, f_idx, "token")
         self.retain_tokens = global_count(retain, r_idx, "token") if r_idx else 0.0
         self.forget_batches = _micro_batches(forget, f_idx, micro, pad, ref, device)
         self.retain_batches = _micro_batches(retain, r_idx, micro, pad, None, device) if r_idx else []
+        self.forget_chunks = math.ceil(len(f_idx) / micro)  # real forget micro-batches over all ranks
 
     def grads(self, engine: UnlearnEngine) -> tuple[ShardedGrad, ShardedGrad, ShardedGrad | None, list[float]]:
         """(grad L_u(D_f), grad R(D_f), grad R(D_r) or None, [loss sums of the three on this rank])."""
-        objective = _only_real(objective_loss(self.spec, self.params, 1.0, self.forget_units))
+        loss = objective_loss(self.spec, self.params, 1.0, self.forget_units, self.ref_logits, self.forget_chunks)
+        objective = _only_real(loss)
         grad_objective, stats = engine.grad_of(self.forget_batches, objective)
         sums = [sum(s["loss_sum"] for s in stats)]
         if self.spec.risk_is_negative_loss:  # grad R(D_f) = -grad L_u(D_f): reuse, no second backward
@@ -261,7 +264,7 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
         tmp_root = tempfile.mkdtemp(prefix=".geffect-weights-", dir=out.parent)
     tmp_root = Path(dist.broadcast_object(tmp_root))
     torch.manual_seed(cfg.run.seed)
-    ref, records, groups = None, [], None
+    ref, ref_model, records, groups = None, None, [], None
     try:
         for step, delta in states:
             path = orig_dir
@@ -271,12 +274,16 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
                 dist.barrier()
             engine = UnlearnEngine(cfg, str(path), tokenizer, total_steps=1)
             engine.module.eval()  # no dropout: the gradient of the risk itself, deterministic
-            if ref is None and spec.needs_reference:  # step 0: the engine holds theta_o
+            if ref is None and spec.needs_reference_logprobs:  # step 0: the engine holds theta_o
                 ref = precompute_forget_ref(engine.module, forget, cfg.eval.batch_size, pad)
+            if ref_model is None and spec.needs_reference_logits:  # theta_o beside every state's engine
+                ref_model = ReferenceModel.load(str(orig_dir), cfg.model, engine.ds_config, engine.zero3)
             dev = engine.device
             all_f, all_r = list(range(len(forget))), list(range(len(retain)))
-            probe = _Probe(spec, params, forget, retain, all_f, all_r, ref, micro, pad, dev)
-            singles = [_Probe(spec, params, forget, retain, [i], [], ref, micro, pad, dev) for i in range(per_instance)]
+            ref_logits = ref_model.logits if ref_model is not None else None
+            probe = _Probe(spec, params, forget, retain, all_f, all_r, ref, micro, pad, dev, ref_logits)
+            singles = [_Probe(spec, params, forget, retain, [i], [], ref, micro, pad, dev, ref_logits)
+                       for i in range(per_instance)]  # fmt: skip
             rec = {"step": step, "source": "original" if delta is None else str(delta.relative_to(run_dir))}
             values, groups = geffect_at(engine, probe, singles)
             records.append({**rec, **values})

@@ -29,7 +29,7 @@ from dsunlearn.data.collate import pad_id_of
 from dsunlearn.data.sampler import BatchStream
 from dsunlearn.engine.checkpoint import RunState, _maybe_fault, check_resume_state, load_checkpoint, save_checkpoint
 from dsunlearn.engine.delta import save_delta_shard, snapshot_fragments
-from dsunlearn.engine.ds_setup import build_ds_config, resolve_batch, zero3_init_context
+from dsunlearn.engine.ds_setup import build_ds_config, resolve_batch
 from dsunlearn.engine.hf_save import save_hf_model
 from dsunlearn.engine.reference import ReferenceModel, precompute_forget_ref
 from dsunlearn.engine.unlearn_engine import LossFn, MicroBatch, UnlearnEngine
@@ -40,7 +40,6 @@ from dsunlearn.geometry.gru import GRU
 from dsunlearn.manifest import write_manifest
 from dsunlearn.models.load import (
     check_before_remote_code,
-    load_causal_lm,
     load_tokenizer,
     local_model_dir,
     model_positions,
@@ -128,7 +127,7 @@ class UnlearnRun:
         # theta_o's forget log-probs: the policy before step 0 is the reference (no second model needed).
         self.forget_ref_logp = (
             precompute_forget_ref(engine.module, self.forget, cfg.eval.batch_size, self.pad)
-            if self.spec.needs_reference
+            if self.spec.needs_reference_logprobs
             else None
         )
         self.ref_model = self._reference_model(engine)
@@ -185,13 +184,12 @@ class UnlearnRun:
         return self.state.gru
 
     def _reference_model(self, engine: UnlearnEngine) -> ReferenceModel | None:
-        """A frozen theta_o for on-the-fly logits, when the retain term needs one (KL)."""
-        if self.regularizer is None or not self.regularizer.needs_reference:
+        """A frozen theta_o for on-the-fly logits, when the retain term (KL) or the objective (UNDIAL) needs one
+        (one model serves both)."""
+        retain_needs = self.regularizer is not None and self.regularizer.needs_reference
+        if not (retain_needs or self.spec.needs_reference_logits):
             return None
-        cfg = self.cfg
-        with zero3_init_context(engine.ds_config):
-            ref = load_causal_lm(cfg.model.name_or_path, cfg.model.dtype, cfg.model.trust_remote_code)
-        return ReferenceModel(ref, engine.ds_config, engine.zero3)
+        return ReferenceModel.load(self.cfg.model.name_or_path, self.cfg.model, engine.ds_config, engine.zero3)
 
     def _check_eval_splits(self) -> None:
         """Load and encode the suite's eval sets now: a missing split or an over-long item must fail before
@@ -210,7 +208,7 @@ class UnlearnRun:
     def step_batch(self, step: int, plan: StepPlan) -> StepBatch:
         """The micro-batches and global counts of step `step` (the retain batch only if the plan needs it)."""
         forget_idx, retain_idx = self.forget_stream.global_indices(step), self.retain_stream.global_indices(step)
-        forget = self._micro(self.forget, self.forget_stream, step, self.spec.needs_reference)
+        forget = self._micro(self.forget, self.forget_stream, step, self.spec.needs_reference_logprobs)
         retain = self._micro(self.retain, self.retain_stream, step, False) if plan.needs_retain_batches else []
         return StepBatch(
             forget=forget,
@@ -227,11 +225,11 @@ class UnlearnRun:
         plan = StepPlan.for_step(step, self.cfg, self.spec, self.regularizer)
         batch = self.step_batch(step, plan)
         coef_forget, coef_retain = plan.loss_coefs
-        objective = objective_loss(self.spec, self.params, coef_forget, batch.forget_units)
+        ref_logits = self.ref_model.logits if self.ref_model is not None else None
+        n_micro = self.accum * self.world
+        objective = objective_loss(self.spec, self.params, coef_forget, batch.forget_units, ref_logits, n_micro)
         regularizer = None
         if self.regularizer:
-            ref_logits = self.ref_model.logits if self.ref_model is not None else None
-            n_micro = self.accum * self.world
             regularizer = regularizer_loss(
                 self.regularizer, self.regularizer_params, coef_retain, batch.retain_tokens, ref_logits, n_micro
             )

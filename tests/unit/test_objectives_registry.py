@@ -7,6 +7,7 @@ import torch
 
 from dsunlearn.config import ObjectiveConfig
 from dsunlearn.errors import ConfigError
+from dsunlearn.hyperparams import DATA_ARGS
 from dsunlearn.objectives import (
     OBJECTIVES,
     REGULARIZERS,
@@ -17,9 +18,13 @@ from dsunlearn.objectives import (
 
 
 def test_names_and_reference_requirements():
-    assert set(OBJECTIVES) == {"ga", "graddiff", "npo", "simnpo", "wga", "tnpo", "wtnpo"}
+    assert set(OBJECTIVES) == {"ga", "graddiff", "npo", "simnpo", "wga", "tnpo", "wtnpo", "satimp", "undial"}
     needs_ref = {name for name, spec in OBJECTIVES.items() if spec.needs_reference}
-    assert needs_ref == {"npo", "tnpo", "wtnpo"}
+    assert needs_ref == {"npo", "tnpo", "wtnpo", "undial"}
+    # what the engine passes first, read from the signature: UNDIAL needs the whole vocabulary distribution
+    assert {name for name, spec in OBJECTIVES.items() if spec.inputs == "logits"} == {"undial"}
+    assert OBJECTIVES["undial"].needs_reference_logits and not OBJECTIVES["undial"].needs_reference_logprobs
+    assert OBJECTIVES["npo"].needs_reference_logprobs and not OBJECTIVES["npo"].needs_reference_logits
     assert REGULARIZERS["kl"].needs_reference and not REGULARIZERS["nll"].needs_reference
     assert REGULARIZERS["kl"].inputs == "logits" and REGULARIZERS["nll"].inputs == "logprobs"
     assert dict(REGULARIZERS["kl"].defaults) == {"positions": "answer"}
@@ -34,12 +39,15 @@ def test_defaults_follow_methods_and_the_function_signatures():
         "wga": {"alpha": 1.0},
         "tnpo": {"beta": 4.0, "eps": 1e-5},
         "wtnpo": {"alpha": 1.5, "beta": 4.0, "eps": 1e-5},
+        "satimp": {"beta1": 5.0, "beta2": 1.0},  # open-unlearning's SatImp
+        "undial": {"beta": 10.0, "positions": "answer"},  # the paper's beta (and open-unlearning's UNDIAL.yaml)
     }
     for name, spec in OBJECTIVES.items():
         assert dict(spec.defaults) == expected[name], name
         params = inspect.signature(spec.fn).parameters
-        assert list(params)[:3] == ["logp", "mask", "ref_logp"], name
-        sig_defaults = {k: p.default for k, p in params.items() if k not in ("logp", "mask", "ref_logp")}
+        data_args = DATA_ARGS[spec.inputs]
+        assert tuple(params)[:3] == data_args, name
+        sig_defaults = {k: p.default for k, p in params.items() if k not in data_args}
         assert sig_defaults == expected[name], name
         assert spec.paper.startswith("https://arxiv.org/abs/"), name
 
@@ -55,8 +63,13 @@ def test_every_spec_runs_with_the_uniform_call_and_declares_its_unit():
     logp = torch.log(torch.rand(2, 5, generator=g, dtype=torch.float64))
     ref = torch.log(torch.rand(2, 5, generator=g, dtype=torch.float64))
     mask = torch.ones(2, 5, dtype=torch.bool)
+    logits, ref_logits = (2 * torch.randn(2, 6, 7, generator=g, dtype=torch.float64) for _ in range(2))
+    labels = torch.randint(0, 7, (2, 6), generator=g)
     for spec in OBJECTIVES.values():
-        out = spec.fn(logp, mask, ref if spec.needs_reference else None, **spec.resolve())
+        if spec.inputs == "logits":
+            out = spec.fn(logits, ref_logits if spec.needs_reference else None, labels, **spec.resolve())
+        else:
+            out = spec.fn(logp, mask, ref if spec.needs_reference else None, **spec.resolve())
         assert isinstance(out, LossTerms) and out.unit == spec.unit, spec.name
 
 
