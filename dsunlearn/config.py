@@ -213,6 +213,23 @@ class EngineConfig:
 class GeometryConfig:
     gru: bool = _f(False, "project the unlearning gradient off the retain-gradient EMA when they conflict")
     gru_ema: float = _f(0.8, "GRU EMA coefficient c: G_r = c g_r + (1-c) G_r")
+    gru_project: str = _f(
+        "forget",
+        "gradient GRU rectifies: forget = gamma grad L_f, lambda grad L_reg added after (the GRU code's *_gru+ce);"
+        " combined = gamma grad L_f + lambda grad L_reg (its gd_gru, npo_gd_gru)",
+        ("forget", "combined"),
+    )
+    gru_ema_from: str = _f(
+        "nll",
+        "retain-batch gradient GRU's EMA averages: nll = the retain NLL's; kl = the KL to theta_o's (objective."
+        "kl_positions; the GRU code's *_grukl)",
+        ("nll", "kl"),
+    )
+    gru_cos_clip: float | None = _f(
+        None,
+        "GRU cosine clip kappa in [-1, 0): a conflict with cos < kappa is removed as if cos were kappa (the GRU"
+        " code's cos_clip: -0.5); null = off",
+    )
     geffect_every: int = _f(0, "log the G-effect every N steps (0 = off)")
 
 
@@ -353,6 +370,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     _finite_positive("objective.lambda", o.lambda_, allow_zero=True)
     hyperparameter_ranges = _check_hyperparameters(o)
     _require(0.0 < cfg.geometry.gru_ema <= 1.0, "geometry.gru_ema", cfg.geometry.gru_ema, "must be in (0, 1]")
+    clip = cfg.geometry.gru_cos_clip
+    _require(clip is None or (math.isfinite(clip) and -1.0 <= clip < 0.0), "geometry.gru_cos_clip", clip,
+             "must be a cosine in [-1, 0) (the GRU code's -0.5) or null (off)")  # fmt: skip
     _require(cfg.geometry.geffect_every >= 0, "geometry.geffect_every", cfg.geometry.geffect_every, "must be >= 0")
     _require(d.max_length >= 8, "data.max_length", d.max_length, "must be >= 8 tokens")
     for key in ("max_items", "max_length", "max_new_tokens", "batch_size"):

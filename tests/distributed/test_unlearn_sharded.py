@@ -14,6 +14,9 @@ batch in float64 on one process. Tests below only compare:
 3. World-size invariance: npo + GRU, AdamW, 1 rank x (micro 4, accum 2) == 2 ranks x (micro 4, accum 1); the same
    on partitioned ZeRO-3 for satimp and undial (the logits objective: a frozen reference engine run on every
    forget micro-batch, here also serving a KL retain term), with the G-effect every step.
+4. One GRU variant on partitioned ZeRO-3, SGD <= 1e-6 over 5 steps, in a spawn of its own: the combined
+   projection (GA + lambda retain NLL rectified together, the GRU code's gd_gru), the EMA of the retain KL's
+   gradient (a backward of its own, L_reg being the NLL), and a cosine clip; flags and cosines as the reference's.
 The model has odd-sized MLP biases (63): ZeRO-3 pads the last partition, ZeRO-1/2 split inside parameters.
 """
 
@@ -301,3 +304,38 @@ def test_world_size_invariance_gru_adamw(two_rank, one_rank, reference, objectiv
     if "geffect_u" in two["records"][0]:  # at theta_o the forget risk rises along the objective's gradient
         assert two["records"][0]["geffect_u"] < 0
     assert diff <= 1e-5, f"1 rank x accum 2 vs 2 ranks: {diff:.3g}"
+
+
+# ---- 4. one GRU variant (docs/methods.md "GRU"): its own 2-rank spawn, so that it runs alone cheaply ----------------
+
+VARIANT_STEPS = 5  # step 0: the KL's gradient is 0 at theta_o (nothing to project); 3: projected; 4: clipped
+VARIANT = ["objective.lambda=0.3", f"engine.max_steps={VARIANT_STEPS}", "geometry.gru_project=combined",
+           "geometry.gru_ema_from=kl", "geometry.gru_cos_clip=-0.045"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def variant_two_rank(env):
+    overrides = _overrides(env, "z3", "graddiff", "sgd") + VARIANT
+    r0, r1 = run_distributed(_worker, 2, {"variant": (overrides, False)})
+    return {**r0["variant"], "records_rank1": r1["variant"]["records"], "overrides": overrides}
+
+
+def test_gru_variant_matches_float64_reference(variant_two_rank):
+    from dsunlearn.config_io import load_config
+
+    res = variant_two_rank
+    cfg = load_config("tiny_npo", res["overrides"])
+    assert (cfg.geometry.gru_project, cfg.geometry.gru_ema_from, cfg.objective.retain_loss) == ("combined", "kl", "nll")
+    ref = reference_unlearn(cfg, VARIANT_STEPS, world=2)
+    assert (res["stage"], res["world"]) == (3, 2)
+    flags = [(r["gru_projected"], r["gru_clipped"]) for r in res["records"]]
+    assert flags == [(s.gru_projected, s.gru_clipped) for s in ref.steps]
+    assert {(False, False), (True, False), (True, True)} <= set(flags)  # every branch of the variant ran
+    for got, want in zip(res["records"], ref.steps, strict=True):
+        assert got["gru_cos"] == pytest.approx(want.gru_cos, rel=1e-4, abs=1e-9)
+        assert got["loss_retain"] == pytest.approx(want.loss_retain, rel=1e-5)
+    assert [r["gru_dot"] for r in res["records"]] == [r["gru_dot"] for r in res["records_rank1"]]
+    err = max_abs_diff(res["params"], ref.final)
+    MEASURED["gru_variant_combined_kl_clip_sgd_z3"] = err
+    assert max_abs_diff(ref.initial, ref.final) > 1e3 * SGD_ATOL
+    assert err <= SGD_ATOL, f"max |theta - theta_ref| = {err:.3g}"

@@ -72,7 +72,8 @@ def test_a_key_the_objective_does_not_take_is_refused_naming_the_allowed_keys():
         (["objective.name=ga", "objective.beta=0.2"], "objective.beta: not a hyper-parameter of 'ga' (allowed: none)"),
         (
             ["objective.bta=1"],
-            "allowed here: name, gamma, lambda, retain_loss, kl_positions, alpha, beta, beta1, beta2, delta, eps, positions",
+            "allowed here: name, gamma, lambda, retain_loss, kl_positions, alpha, beta, beta1, beta2, delta, eps, "
+            "positions",
         ),  # fmt: skip
         (["objective.params.beta=1"], "unknown config key 'objective.params'"),  # one spelling: objective.beta
     ]:
@@ -111,7 +112,15 @@ def test_malformed_signatures_are_refused_when_registered():
 
 
 def test_one_name_has_one_type_across_objectives(monkeypatch):
-    want = {"alpha": float, "beta": float, "beta1": float, "beta2": float, "delta": float, "eps": float, "positions": str}
+    want = {
+        "alpha": float,
+        "beta": float,
+        "beta1": float,
+        "beta2": float,
+        "delta": float,
+        "eps": float,
+        "positions": str,
+    }
     assert hyperparameter_types() == want
 
     def clash(logp, mask, ref_logp=None, *, beta: Annotated[int, Range(1, 2, "x")] = 1): ...
