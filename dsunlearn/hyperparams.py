@@ -26,6 +26,9 @@ from dsunlearn.errors import ConfigError
 
 # The data arguments every objective takes first (``fn(logp, mask, ref_logp, *, **hparams)``).
 DATA_ARGS = ("logp", "mask", "ref_logp")
+# ... and those of an objective that compares two answers to each question (DPO: the forget answer and an
+# alternate one): the same three for the alternate answer follow.
+PAIR_DATA_ARGS = (*DATA_ARGS, "alt_logp", "alt_mask", "alt_ref_logp")
 
 
 @dataclass(frozen=True)
@@ -59,17 +62,17 @@ class HyperParam:
 def hyperparameters(fn: Callable) -> Mapping[str, HyperParam]:
     """{name: HyperParam} of ``fn``'s keyword-only parameters, in signature order (read-only).
 
-    Raises TypeError (a programming error of the objective, found when it is registered) if ``fn`` does not
-    start with ``DATA_ARGS``, takes another positional parameter, or has a hyper-parameter without a default
-    or annotation, or a numeric one without a ``Range``.
+    Raises TypeError (a programming error of the objective, found when it is registered) if ``fn``'s positional
+    parameters are not ``DATA_ARGS`` (or ``PAIR_DATA_ARGS``), or it has a hyper-parameter without a default or
+    annotation, or a numeric one without a ``Range``.
     """
     name = getattr(fn, "__name__", repr(fn))
     params = inspect.signature(fn).parameters
     hints = typing.get_type_hints(fn, include_extras=True)
     positional = [p.name for p in params.values() if p.kind is not p.KEYWORD_ONLY]
-    if tuple(positional) != DATA_ARGS:
-        raise TypeError(f"objective {name}: positional parameters must be {DATA_ARGS}, got {tuple(positional)}; "
-                        "make hyper-parameters keyword-only (after *)")  # fmt: skip
+    if tuple(positional) not in (DATA_ARGS, PAIR_DATA_ARGS):
+        raise TypeError(f"objective {name}: positional parameters must be {DATA_ARGS} (or {PAIR_DATA_ARGS}), got "
+                        f"{tuple(positional)}; make hyper-parameters keyword-only (after *)")  # fmt: skip
     out = {}
     for p in params.values():
         if p.kind is not p.KEYWORD_ONLY:

@@ -7,19 +7,29 @@ import torch
 
 from dsunlearn.config import ObjectiveConfig
 from dsunlearn.errors import ConfigError
+from dsunlearn.hyperparams import PAIR_DATA_ARGS
 from dsunlearn.objectives import (
     OBJECTIVES,
+    PAIR,
     REGULARIZERS,
     LossTerms,
+    ObjectiveSpec,
+    dpo,
     get_objective,
     get_regularizer,
+    npo,
 )
 
 
 def test_names_and_reference_requirements():
-    assert set(OBJECTIVES) == {"ga", "graddiff", "npo", "simnpo", "wga", "tnpo", "wtnpo"}
+    assert set(OBJECTIVES) == {"ga", "graddiff", "npo", "simnpo", "wga", "tnpo", "wtnpo", "idk_nll", "dpo"}
     needs_ref = {name for name, spec in OBJECTIVES.items() if spec.needs_reference}
-    assert needs_ref == {"npo", "tnpo", "wtnpo"}
+    assert needs_ref == {"npo", "tnpo", "wtnpo", "dpo"}
+    # what each objective's log-probs score: the forget answers, or refusal answers (idk_nll), or both (dpo)
+    assert {name: spec.answers for name, spec in OBJECTIVES.items() if spec.answers != "forget"} == {
+        "idk_nll": "alternate",
+        "dpo": "pair",
+    }
     assert REGULARIZERS["kl"].needs_reference and not REGULARIZERS["nll"].needs_reference
     assert REGULARIZERS["kl"].inputs == "logits" and REGULARIZERS["nll"].inputs == "logprobs"
     assert dict(REGULARIZERS["kl"].defaults) == {"positions": "answer"}
@@ -34,12 +44,14 @@ def test_defaults_follow_methods_and_the_function_signatures():
         "wga": {"alpha": 1.0},
         "tnpo": {"beta": 4.0, "eps": 1e-5},
         "wtnpo": {"alpha": 1.5, "beta": 4.0, "eps": 1e-5},
+        "idk_nll": {},
+        "dpo": {"beta": 0.1},  # open-unlearning's configs/trainer/DPO.yaml
     }
     for name, spec in OBJECTIVES.items():
         assert dict(spec.defaults) == expected[name], name
         params = inspect.signature(spec.fn).parameters
         assert list(params)[:3] == ["logp", "mask", "ref_logp"], name
-        sig_defaults = {k: p.default for k, p in params.items() if k not in ("logp", "mask", "ref_logp")}
+        sig_defaults = {k: p.default for k, p in params.items() if k not in PAIR_DATA_ARGS}
         assert sig_defaults == expected[name], name
         assert spec.paper.startswith("https://arxiv.org/abs/"), name
 
@@ -56,16 +68,28 @@ def test_every_spec_runs_with_the_uniform_call_and_declares_its_unit():
     ref = torch.log(torch.rand(2, 5, generator=g, dtype=torch.float64))
     mask = torch.ones(2, 5, dtype=torch.bool)
     for spec in OBJECTIVES.values():
-        out = spec.fn(logp, mask, ref if spec.needs_reference else None, **spec.resolve())
+        args = (logp, mask, ref if spec.needs_reference else None)
+        out = spec.fn(*args, *(args if spec.answers == PAIR else ()), **spec.resolve())
         assert isinstance(out, LossTerms) and out.unit == spec.unit, spec.name
+
+
+def test_a_spec_declares_the_answers_its_function_takes():
+    with pytest.raises(TypeError, match="answers must be one of"):
+        ObjectiveSpec("x", npo, True, answers="refusal")
+    with pytest.raises(TypeError, match="does not take"):
+        ObjectiveSpec("x", npo, True, unit="sequence", answers="pair")
+    with pytest.raises(TypeError, match="answers='forget' but its function takes"):
+        ObjectiveSpec("x", dpo, True, unit="sequence")
+    with pytest.raises(TypeError, match="unit='sequence'"):
+        ObjectiveSpec("x", dpo, True, answers="pair")
 
 
 def test_unknown_names_raise_config_error_listing_allowed_names():
     assert get_objective("npo") is OBJECTIVES["npo"]
     with pytest.raises(ConfigError) as err:
-        get_objective("dpo")
+        get_objective("rmu")
     msg = str(err.value)
-    assert "\n" not in msg and "'dpo'" in msg
+    assert "\n" not in msg and "'rmu'" in msg
     assert all(name in msg for name in OBJECTIVES)
     with pytest.raises(ConfigError, match="nll, kl"):
         get_regularizer("l2")
