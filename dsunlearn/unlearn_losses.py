@@ -15,7 +15,7 @@ import torch
 from dsunlearn import dist
 from dsunlearn.data.collate import Encoded
 from dsunlearn.engine.unlearn_engine import LossFn, MicroBatch
-from dsunlearn.objectives import ObjectiveSpec, RegularizerSpec, nll, token_logprobs
+from dsunlearn.objectives import PAIR, ObjectiveSpec, RegularizerSpec, nll, token_logprobs
 
 
 def answer_tokens(e: Encoded) -> int:
@@ -35,13 +35,22 @@ def _stats(loss_sum: torch.Tensor, metrics: dict | None = None) -> dict:
 
 
 def objective_loss(spec: ObjectiveSpec, params: dict, coef: float, count: float) -> LossFn:
-    """coef x the forget objective (token or sequence mean over the global forget batch)."""
+    """coef x the forget objective (token or sequence mean over the global forget batch). A pair objective
+    (`spec.answers == "pair"`) reads a paired micro-batch: its first half of rows are the forget answers, the
+    second half their alternates (`MicroBatch.build_pairs`)."""
     scale = coef * dist.world_size() / max(count, 1.0)
 
     def fn(mb: MicroBatch, logits: torch.Tensor):
         logp, mask = token_logprobs(logits, mb.labels)
         ref = mb.ref_logp[:, : logp.shape[1]] if spec.needs_reference else None
-        terms = spec.fn(logp, mask, ref, **params)
+        if spec.answers == PAIR:
+            if not mb.paired:
+                raise ValueError(f"objective {spec.name} compares two answers per item: it needs a paired micro-batch")
+            b = logp.shape[0] // 2
+            halves = [(x[:b], x[b:]) if x is not None else (None, None) for x in (logp, mask, ref)]
+            terms = spec.fn(*(h[0] for h in halves), *(h[1] for h in halves), **params)
+        else:
+            terms = spec.fn(logp, mask, ref, **params)
         return terms.loss_sum * scale, _stats(terms.loss_sum, terms.metrics)
 
     return fn

@@ -1,5 +1,6 @@
 """IdkNLL and IdkDPO: the docstrings' hand-worked examples, float64 references written from the formulas (loss
-and gradient, plus finite differences of the reference); masking: test_objectives_masking.py.
+and gradient, plus finite differences of the reference), and the paired micro-batch the engine builds (its
+padding changes nothing); masking: test_objectives_masking.py.
 
 The references use Python floats and `math` only; they never call the implementation.
 """
@@ -9,7 +10,10 @@ import math
 import pytest
 import torch
 
-from dsunlearn.objectives import dpo, idk_nll, token_logprobs
+from dsunlearn.data.collate import Encoded
+from dsunlearn.engine.unlearn_engine import MicroBatch
+from dsunlearn.objectives import OBJECTIVES, PAIR, dpo, idk_nll, token_logprobs
+from dsunlearn.unlearn_losses import objective_loss
 
 LN = math.log
 TOL = {"rtol": 0, "atol": 1e-10}
@@ -169,3 +173,70 @@ def test_bad_inputs_raise():
         dpo(logp, mask, ref, alt[:2], alt_mask[:2], alt_ref[:2])
     with pytest.raises(ValueError, match="beta"):
         dpo(logp, mask, ref, alt, alt_mask, alt_ref, beta=0.0)
+
+
+# ---------------------------------------------------------------- the paired micro-batch of the engine
+
+
+def _encoded(seed: int, n_prompt: int, n_answer: int) -> Encoded:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 13, (n_prompt + n_answer,), generator=g).tolist()
+    return Encoded(ids, [-100] * n_prompt + ids[n_prompt:], n_prompt)
+
+
+def _item_logits(kind: int, item: int, length: int) -> torch.Tensor:
+    """Logits of one encoding: a function of (which answer, item, position) only, never of the batch."""
+    return 2 * torch.randn(length, 13, dtype=torch.float64, generator=torch.Generator().manual_seed(100 * kind + item))
+
+
+def _batch_logits(mb: MicroBatch, lengths: list[list[int]], noise_seed: int) -> torch.Tensor:
+    """[2B, T, V] logits of a paired micro-batch: each row its item's own logits, the padding random."""
+    b, t = len(mb.indices), mb.input_ids.shape[1]
+    g = torch.Generator().manual_seed(noise_seed)
+    out = 50 * torch.randn(2 * b, t, 13, dtype=torch.float64, generator=g)
+    for kind in (0, 1):
+        for r, i in enumerate(mb.indices):
+            n = lengths[kind][i]
+            out[kind * b + r, :n] = _item_logits(kind, i, n)
+    return out
+
+
+def test_a_paired_micro_batch_gives_each_pair_the_loss_of_its_own_tensors():
+    """rows [0, B) forget answers, [B, 2B) refusals, padded together: the loss (and the per-pair values) equal
+    dpo on each item's unpadded tensors, whatever the other items of the batch make the padding."""
+    forget = [_encoded(i, 3 + i % 2, 4 + i) for i in range(4)]
+    alt = [_encoded(50 + i, 3 + i % 2, 2 + 5 * (i == 3)) for i in range(4)]  # item 3's refusal is the longest
+    lengths = [[len(e.input_ids) for e in forget], [len(e.input_ids) for e in alt]]
+
+    def own(kind, i):  # (logp, mask) of one encoding alone, [1, len - 1]
+        enc = (forget, alt)[kind][i]
+        return token_logprobs(_item_logits(kind, i, len(enc.input_ids))[None], torch.tensor([enc.labels]))
+
+    # theta_o's log-probs per item as `precompute_forget_ref` stores them: shifted, the item's own length, float32
+    refs = tuple([(own(k, i)[0][0] - 0.1 * (i + 1)).float() for i in range(4)] for k in (0, 1))
+    spec, params = OBJECTIVES["dpo"], {"beta": 0.5}
+    assert spec.answers == PAIR and spec.needs_reference
+
+    def pair_loss(indices, noise_seed):
+        mb = MicroBatch.build_pairs(forget, alt, indices, pad=0, device="cpu", refs=refs)
+        assert mb.paired and mb.input_ids.shape[0] == 2 * len(indices)
+        loss, stats = objective_loss(spec, params, 1.0, float(len(indices)))(mb, _batch_logits(mb, lengths, noise_seed))
+        return loss, stats
+
+    want = []
+    for i in range(4):
+        (lp, m), (ap, am) = own(0, i), own(1, i)
+        want.append(dpo(lp, m, refs[0][i][None], ap, am, refs[1][i][None], beta=0.5).loss_sum)
+    small, _ = pair_loss([0, 1], noise_seed=1)
+    _close(small, (want[0] + want[1]).detach() / 2)
+    wide, stats = pair_loss([0, 1, 3, 2], noise_seed=2)  # item 3 widens every row's padding
+    _close(wide, sum(want).detach() / 4)
+    assert stats["loss_sum"] == pytest.approx(float(sum(want)), rel=1e-12)
+
+
+def test_a_pair_objective_refuses_an_unpaired_batch():
+    forget = [_encoded(i, 3, 4) for i in range(2)]
+    mb = MicroBatch.build(forget, [0, 1], 0, "cpu", [torch.zeros(6), torch.zeros(6)])
+    fn = objective_loss(OBJECTIVES["dpo"], {"beta": 0.1}, 1.0, 2.0)
+    with pytest.raises(ValueError, match="paired micro-batch"):
+        fn(mb, torch.zeros(2, 7, 13, dtype=torch.float64))
