@@ -1,8 +1,8 @@
 """Refusal answers ("I don't know"): the alternate answer of each forget question for IdkNLL and IdkDPO.
 
 The sentences: ``data.idk_file``, a UTF-8 text file with one sentence per non-empty line (each line stripped of
-surrounding white space, as open-unlearning reads its ``idk.jsonl``, which holds one plain sentence per line), or
-by default the list shipped with dsunlearn, ``dsunlearn/data/refusals.txt`` (written for this project, in the
+surrounding white space, the way open-unlearning reads its ``idk.jsonl``, which can be given as is), or by
+default the list shipped with dsunlearn, ``dsunlearn/data/refusals.txt`` (written for this project, in the
 same format).
 
 Which sentence forget item i gets depends on ``run.seed`` and i only:
