@@ -218,6 +218,23 @@ class EngineConfig:
 class GeometryConfig:
     gru: bool = _f(False, "project the unlearning gradient off the retain-gradient EMA when they conflict")
     gru_ema: float = _f(0.8, "GRU EMA coefficient c: G_r = c g_r + (1-c) G_r")
+    gru_project: str = _f(
+        "forget",
+        "gradient GRU rectifies: forget = gamma grad L_f, lambda grad L_reg added after (the GRU code's *_gru+ce);"
+        " combined = gamma grad L_f + lambda grad L_reg (its gd_gru, npo_gd_gru)",
+        ("forget", "combined"),
+    )
+    gru_ema_from: str = _f(
+        "nll",
+        "retain-batch gradient GRU's EMA averages: nll = the retain NLL's; kl = the KL to theta_o's (objective."
+        "kl_positions; the GRU code's *_grukl)",
+        ("nll", "kl"),
+    )
+    gru_cos_clip: float | None = _f(
+        None,
+        "GRU cosine clip kappa in [-1, 0): a conflict with cos < kappa is removed as if cos were kappa (the GRU"
+        " code's cos_clip: -0.5); null = off",
+    )
     geffect_every: int = _f(0, "log the G-effect every N steps (0 = off)")
 
 
@@ -312,7 +329,8 @@ def _check_hyperparameters(o: ObjectiveConfig) -> dict[str, tuple]:
 
     A value is checked against the chosen objective's declaration of its key, or another objective's if it
     does not take it (`objective.beta=0` with `ga` is reported as beta <= 0, as it always was). The sign comes
-    from the declared range's lower bound: lo > 0 means "> 0", lo == 0 ">= 0", below 0 only "finite".
+    from the declared range's lower bound: lo > 0 means "> 0", lo == 0 ">= 0", below 0 only "finite". A string
+    must be one of its `Literal`'s values (`objective.positions`).
     """
     from dsunlearn.objective_catalog import hyperparameter_table
 
@@ -320,7 +338,11 @@ def _check_hyperparameters(o: ObjectiveConfig) -> dict[str, tuple]:
     declarations = [table[o.name], *table.values()]
     ranges = {}
     for key, value in o.params.items():
-        rng = next(params[key].range for params in declarations if key in params)
+        hp = next(params[key] for params in declarations if key in params)
+        if value is not None and hp.choices is not None and value not in hp.choices:
+            allowed = ", ".join(map(str, hp.choices))
+            raise ConfigError(f"objective.{key}={short_repr(value)} is not allowed; choose one of: {allowed}")
+        rng = hp.range
         if value is None or rng is None or isinstance(value, bool):
             continue
         if rng.lo < 0:
@@ -353,6 +375,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     _finite_positive("objective.lambda", o.lambda_, allow_zero=True)
     hyperparameter_ranges = _check_hyperparameters(o)
     _require(0.0 < cfg.geometry.gru_ema <= 1.0, "geometry.gru_ema", cfg.geometry.gru_ema, "must be in (0, 1]")
+    clip = cfg.geometry.gru_cos_clip
+    _require(clip is None or (math.isfinite(clip) and -1.0 <= clip < 0.0), "geometry.gru_cos_clip", clip,
+             "must be a cosine in [-1, 0) (the GRU code's -0.5) or null (off)")  # fmt: skip
     _require(cfg.geometry.geffect_every >= 0, "geometry.geffect_every", cfg.geometry.geffect_every, "must be >= 0")
     _require(d.max_length >= 8, "data.max_length", d.max_length, "must be >= 8 tokens")
     for key in ("max_items", "max_length", "max_new_tokens", "batch_size"):

@@ -61,6 +61,7 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "engine.global_batch_size": (0, 2**22, "samples per optimizer step"),
     "engine.grad_clip": (0.0, 1e30, "a gradient norm"),
     "geometry.gru_ema": (0.0, 1.0, "an EMA coefficient"),
+    "geometry.gru_cos_clip": (-1.0, 0.0, "a cosine"),
     "geometry.geffect_every": (0, _STEPS, "steps"),
     "eval.every_steps": (0, _STEPS, "steps"),
     "eval.max_items": (1, 10**7, "items per eval split"),

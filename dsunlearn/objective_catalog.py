@@ -88,7 +88,7 @@ def _signature(path: Path, fn_name: str) -> Mapping[str, HyperParam]:
     if fn is None or fn.args.vararg or fn.args.kwarg:
         raise _NotFollowed(fn_name)
     positional = tuple(a.arg for a in fn.args.posonlyargs + fn.args.args)
-    if positional not in (hyperparams.DATA_ARGS, hyperparams.PAIR_DATA_ARGS):
+    if positional not in (*hyperparams.DATA_ARGS.values(), hyperparams.PAIR_DATA_ARGS):
         raise _NotFollowed(fn_name)
     out = {}
     for arg, default in zip(fn.args.kwonlyargs, fn.args.kw_defaults, strict=True):

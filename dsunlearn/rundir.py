@@ -42,6 +42,8 @@ SCHEMA = "dsunlearn-run/1"
 TRAIN_COMMANDS = ("finetune", "unlearn")
 _TMP = re.compile(r"\..+\.tmp")  # staging names of dsunlearn's atomic writers (.model.tmp, .x.json.ab12.tmp)
 _HELD: dict[Path, RunLock] = {}
+# geometry keys added after runs existed, with the value that reproduces those runs (left out of their identity)
+_GRU_VARIANT_DEFAULTS = {"gru_project": "forget", "gru_ema_from": "nll", "gru_cos_clip": None}
 
 
 def _identity(cfg: RunConfig) -> str:
@@ -54,7 +56,9 @@ def _identity(cfg: RunConfig) -> str:
     # Runs from before `data.suite` existed were TOFU runs: the default suite, and the MUSE section a TOFU run
     # never reads, leave their identity unchanged.
     default_suite = ("data.suite", "data.muse") if cfg.data.suite == DEFAULT_SUITE else ()
-    return config_hash(c, ignore=("run.overwrite", "run.output_dir", *default_suite))
+    # GRU's variant keys came later too: at their defaults (the only behaviour before them) they are left out.
+    default_gru = tuple(f"geometry.{k}" for k, v in _GRU_VARIANT_DEFAULTS.items() if getattr(cfg.geometry, k) == v)
+    return config_hash(c, ignore=("run.overwrite", "run.output_dir", *default_suite, *default_gru))
 
 
 def new_marker(cfg: RunConfig | None, kind: str) -> dict:

@@ -1,11 +1,13 @@
-"""The frozen reference model theta_o (the model before unlearning) for NPO, TNPO, WTNPO, DPO and the KL regulariser.
+"""The frozen reference model theta_o (the model before unlearning) for NPO, TNPO, WTNPO, DPO, UNDIAL and the KL
+regulariser.
 
 Two forms, chosen by what the objective needs:
 - Forget-set reference log-probs, precomputed once before step 0 with the policy itself (which IS theta_o
   then): `precompute_forget_ref`. No second model in memory; NPO/TNPO/WTNPO only need these, DPO these of the
   forget answers and of their refusals (one call each, `recipes/forget_inputs.py`).
-- A frozen model for on-the-fly logits (KL on retain batches): at ZeRO-3 a second DeepSpeed engine without an
-  optimizer partitions it (P/N per rank, gathered per layer in forward); below ZeRO-3 a plain replica.
+- A frozen model for on-the-fly logits (KL on retain batches, UNDIAL on forget batches: a whole [B, T, V]
+  distribution per batch is too large to precompute): at ZeRO-3 a second DeepSpeed engine without an optimizer
+  partitions it (P/N per rank, gathered per layer in forward); below ZeRO-3 a plain replica.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from __future__ import annotations
 import torch
 
 from dsunlearn import dist
+from dsunlearn.config import ModelConfig
 from dsunlearn.data.collate import Encoded, pad_batch
 from dsunlearn.data.sharding import gather_items, round_robin_rounds
+from dsunlearn.engine.ds_setup import zero3_init_context
+from dsunlearn.models.load import load_causal_lm
 from dsunlearn.objectives.logprobs import token_logprobs
 
 
@@ -52,6 +57,14 @@ def ref_batch(ref: list[torch.Tensor], indices: list[int], width: int, device) -
 
 class ReferenceModel:
     """Frozen theta_o for on-the-fly logits. `logits(batch)` must be called on every rank at ZeRO-3."""
+
+    @classmethod
+    def load(cls, path: str, model_cfg: ModelConfig, ds_config: dict, zero3: bool) -> ReferenceModel:
+        """The model at `path` (dtype and remote-code setting of `model_cfg`) as a frozen reference beside an
+        engine built with `ds_config` (at ZeRO-3 loaded straight into partitions)."""
+        with zero3_init_context(ds_config):
+            model = load_causal_lm(path, model_cfg.dtype, model_cfg.trust_remote_code)
+        return cls(model, ds_config, zero3)
 
     def __init__(self, model: torch.nn.Module, ds_config: dict | None, zero3: bool):
         for p in model.parameters():

@@ -1,14 +1,22 @@
 """GRU: gradient rectified unlearning (arXiv 2503.09117), on gradient shards.
 
-Once per optimizer step, after accumulation, with g_u = grad of gamma * L_forget and g_r = grad of the retain
-NLL at this step:
+Once per optimizer step, after accumulation, with g the gradient to rectify and g_r the gradient that feeds the
+EMA (both chosen by the step's plan: `geometry.gru_project`, `geometry.gru_ema_from`, docs/methods.md):
 
     G_r(t) = c * g_r(t) + (1 - c) * G_r(t-1),   G_r(0) = 0,  c = 0.8 (the code's `moving_avg`)
-    if <g_u, G_r> < 0:  g_u <- g_u - (<g_u, G_r> / ||G_r||^2) * G_r       (else unchanged)
+    if <g, G_r> < 0:  g <- g - k * G_r,  k = <g, G_r> / ||G_r||^2                     (else unchanged)
 
-The inner product and the norm are over the whole flattened trainable gradient (global, not per layer): each
-is a sum of shard-local float64 partial sums, and all three (with ||g_u||) travel in ONE all_reduce of 3 numbers. The
-EMA lives on this rank's shard (P/N floats). After projection <g_u, G_r> = 0 up to rounding.
+With a cosine clip kappa in [-1, 0) (`geometry.gru_cos_clip`; the GRU code's `cos_clip`, kappa = -0.5), the
+cosine in k = cos(g, G_r) ||g|| / ||G_r|| is raised to kappa when it is below:
+
+    k = max(<g, G_r>, kappa ||g|| ||G_r||) / ||G_r||^2
+
+so a conflict with cos >= kappa is removed exactly as above, and a sharper one only in part: g loses at most
+|kappa| ||g|| along G_r's direction and keeps <g, G_r> = (cos - kappa) ||g|| ||G_r|| < 0.
+
+The inner product and the norms are over the whole flattened trainable gradient (global, not per layer): each
+is a sum of shard-local float64 partial sums, and all three travel in ONE all_reduce of 3 numbers. The EMA lives
+on this rank's shard (P/N floats). After an unclipped projection <g, G_r> = 0 up to rounding.
 """
 
 from __future__ import annotations
@@ -24,11 +32,12 @@ from dsunlearn.engine.shard import ShardedGrad
 class GRUInfo:
     """What one projection did, for the event log."""
 
-    dot: float  # <g_u, G_r> before projection
+    dot: float  # <g, G_r> before projection
     ema_norm: float  # ||G_r||
-    g_u_norm: float  # ||g_u|| before projection
+    g_u_norm: float  # ||g|| before projection (g: the rectified gradient, forget part or combined)
     projected: bool
-    coef: float  # the multiple of G_r removed (0 when not projected)
+    coef: float  # k, the multiple of G_r removed (0 when not projected)
+    clipped: bool = False  # the cosine clip limited k (cos(g, G_r) < kappa)
 
     @property
     def cosine(self) -> float:
@@ -37,12 +46,20 @@ class GRUInfo:
 
 
 class GRU:
-    """Stateful projector: keeps the EMA of the retain gradient on this rank's shard."""
+    """Stateful projector: keeps the EMA of the retain gradient on this rank's shard.
 
-    def __init__(self, c: float = 0.8):
+    c: the EMA coefficient in (0, 1]. cos_clip: kappa in [-1, 0), or None for the plain projection.
+    combined: `update` rectifies the retain term together with the forget one (the GRU code's gd_gru) instead
+    of adding it after (its *_gru+ce)."""
+
+    def __init__(self, c: float = 0.8, cos_clip: float | None = None, combined: bool = False):
         if not 0.0 < c <= 1.0:
             raise ValueError(f"GRU EMA coefficient must be in (0, 1], got {c}")
+        if cos_clip is not None and not -1.0 <= cos_clip < 0.0:
+            raise ValueError(f"GRU cosine clip must be in [-1, 0) or None, got {cos_clip}")
         self.c = c
+        self.cos_clip = cos_clip
+        self.combined = combined
         self.ema: ShardedGrad | None = None
         self._pending: torch.Tensor | None = None  # EMA restored by load_state_dict, placed at the next update
 
@@ -61,16 +78,35 @@ class GRU:
             self.ema.scale_(1.0 - self.c).axpy(self.c, g_r)
         return self.ema
 
-    def project(self, g_u: ShardedGrad, g_r: ShardedGrad) -> GRUInfo:
-        """Update the EMA with g_r, then rectify g_u IN PLACE if it conflicts with the EMA."""
+    def project(self, g: ShardedGrad, g_r: ShardedGrad) -> GRUInfo:
+        """Update the EMA with g_r, then rectify g IN PLACE if it conflicts with the EMA (module docstring)."""
         ema = self.update_ema(g_r)
-        sums = ShardedGrad.dots([(g_u, ema), (ema, ema), (g_u, g_u)])  # totals only: GRU is global, not per layer
+        sums = ShardedGrad.dots([(g, ema), (ema, ema), (g, g)])  # totals only: GRU is global, not per layer
         dot, nsq, usq = (float(x) for x in sums)
         projected = dot < 0.0 and nsq > 0.0
-        coef = dot / nsq if projected else 0.0
+        coef, clipped = (dot / nsq if projected else 0.0), False
+        if projected and self.cos_clip is not None:
+            # cos(g, G_r) < kappa  <=>  <g, G_r> < kappa ||g|| ||G_r||: remove what a cosine of kappa would
+            bound = self.cos_clip * usq**0.5 * nsq**0.5
+            if dot < bound:
+                coef, clipped = bound / nsq, True
         if projected:
-            g_u.axpy(-coef, ema)
-        return GRUInfo(dot=dot, ema_norm=nsq**0.5, g_u_norm=usq**0.5, projected=projected, coef=coef)
+            g.axpy(-coef, ema)
+        return GRUInfo(dot=dot, ema_norm=nsq**0.5, g_u_norm=usq**0.5, projected=projected, coef=coef, clipped=clipped)
+
+    def update(self, g: ShardedGrad, g_reg: ShardedGrad | None, g_r: ShardedGrad, lambda_: float) -> GRUInfo:
+        """The step's update, IN PLACE in g (gamma grad L_f on entry), the EMA fed with g_r:
+
+            forget (combined=False):  g <- GRU(gamma grad L_f) + lambda grad L_reg
+            combined:                 g <- GRU(gamma grad L_f + lambda grad L_reg)
+
+        g_reg = grad L_reg, None without a retain term (then both are GRU(gamma grad L_f))."""
+        if self.combined and g_reg is not None:
+            g.axpy(lambda_, g_reg)
+        info = self.project(g, g_r)
+        if g_reg is not None and not self.combined:
+            g.axpy(lambda_, g_reg)
+        return info
 
     def state_dict(self) -> dict:
         """This rank's EMA shard, for resume (each rank saves its own)."""

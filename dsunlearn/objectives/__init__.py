@@ -1,19 +1,25 @@
-"""Unlearning objectives: pure functions of per-token log-probabilities (no model, no DeepSpeed).
+"""Unlearning objectives: pure functions of per-token log-probabilities or of logits (no model, no DeepSpeed).
 
-Every forget objective has the signature ``fn(logp, mask, ref_logp=None, *, **hparams) -> LossTerms`` with
-``logp, mask, ref_logp: [B, T']`` from ``token_logprobs`` (already shifted, 0 off the mask). All are
-losses to MINIMISE, exactly as in docs/methods.md. Its keyword-only parameters ARE its hyper-parameters: their
-defaults, types and ranges are read from the signature (``dsunlearn/hyperparams.py``), and the config takes them as
-``objective.<name>``. The engine looks objectives up by config name:
+Most forget objectives have the signature ``fn(logp, mask, ref_logp=None, *, **hparams) -> LossTerms`` with
+``logp, mask, ref_logp: [B, T']`` from ``token_logprobs`` (already shifted, 0 off the mask); one that needs the
+whole next-token distribution (UNDIAL) takes ``fn(logits, ref_logits, labels, *, **hparams)`` with [B, T, V]
+logits instead (``ObjectiveSpec.inputs``, read from the signature). All are losses to MINIMISE, exactly as in
+docs/methods.md. Its keyword-only parameters ARE its hyper-parameters: their defaults, types and ranges are read
+from the signature (``dsunlearn/hyperparams.py``), and the config takes them as ``objective.<name>``. The engine
+looks objectives up by config name:
 
     o = cfg.objective
     spec = get_objective(o.name)                         # ConfigError for an unknown name
     params = spec.resolve(o.params)                      # the signature's defaults, updated; None = default
-    logp, mask = token_logprobs(logits, labels)
-    ref = token_logprobs(ref_logits, labels)[0] if spec.needs_reference else None
-    terms = spec.fn(logp, mask, ref, **params)           # LossTerms: loss_sum, count, per_item, weights
-    # spec.answers: which answers logp scores: the forget answers ("forget"), each forget question's refusal
-    # ("alternate", data/refusals.py), or both ("pair": fn(logp, mask, ref, alt_logp, alt_mask, alt_ref)).
+    if spec.inputs == "logprobs":
+        logp, mask = token_logprobs(logits, labels)
+        ref = token_logprobs(ref_logits, labels)[0] if spec.needs_reference else None  # precomputed, in fact
+        terms = spec.fn(logp, mask, ref, **params)       # LossTerms: loss_sum, count, per_item, weights
+    else:                                                # "logits": the reference model runs on the batch
+        terms = spec.fn(logits, ref_logits if spec.needs_reference else None, labels, **params)
+    # spec.answers (log-probs objectives): which answers logp scores: the forget answers ("forget"), each forget
+    # question's refusal ("alternate", data/refusals.py), or both ("pair": fn(logp, mask, ref, alt_logp, alt_mask,
+    # alt_ref)).
     # retain term: o.retain_loss, or spec.retain_loss when "auto" ("nll" for graddiff, else None),
     # looked up with get_regularizer(); kl takes logits: kl(logits, ref_logits, labels, positions=...)
 
@@ -29,7 +35,7 @@ from types import MappingProxyType
 from typing import Any
 
 from dsunlearn.errors import ConfigError
-from dsunlearn.hyperparams import PAIR_DATA_ARGS, HyperParam, Range, hyperparameters, resolve, types_of
+from dsunlearn.hyperparams import PAIR_DATA_ARGS, HyperParam, Range, data_inputs, hyperparameters, resolve, types_of
 
 from .dpo import dpo
 from .ga import ga
@@ -39,9 +45,11 @@ from .idk_nll import idk_nll
 from .logprobs import IGNORE_INDEX, mean_nll, sequence_logprob, token_logprobs
 from .npo import npo
 from .regularizers import kl, nll
+from .satimp import satimp
 from .simnpo import simnpo
 from .tnpo import tnpo
 from .types import LossTerms
+from .undial import undial
 from .wga import wga
 from .wtnpo import wtnpo
 
@@ -64,8 +72,10 @@ class ObjectiveSpec:
 
     Attributes:
         name: config name (``objective.name``).
-        fn: ``fn(logp, mask, ref_logp=None, *, **hparams) -> LossTerms``.
-        needs_reference: the engine must run the frozen reference model and pass ``ref_logp``.
+        fn: ``fn(logp, mask, ref_logp=None, *, **hparams)`` or ``fn(logits, ref_logits, labels, *, **hparams)``,
+            returning ``LossTerms``.
+        needs_reference: the engine must give the frozen reference model's ``ref_logp`` (theta_o's forget
+            log-probs, precomputed before step 0) or, for a logits objective, its ``ref_logits`` on each batch.
         unit: "token" or "sequence", the unit the engine normalises by.
         retain_loss: default retain regulariser name (a key of ``REGULARIZERS``) or None.
         paper: link to the paper that defines the objective.
@@ -76,6 +86,7 @@ class ObjectiveSpec:
             ``PAIR_DATA_ARGS`` (forget answer first, then its alternate) and the unit is the pair (DPO).
             The G-effect's forget risk R(D_f) is the NLL of the forget answers whatever this says.
         hyperparams: (derived) ``fn``'s keyword-only parameters: name, default, type, range (``hyperparams.py``).
+        inputs: (derived) "logprobs" or "logits": what ``fn`` takes first, from its positional parameters.
     """
 
     name: str
@@ -87,9 +98,11 @@ class ObjectiveSpec:
     risk_is_negative_loss: bool = False
     answers: str = FORGET
     hyperparams: Mapping[str, HyperParam] = field(init=False, repr=False, compare=False)
+    inputs: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hyperparams", hyperparameters(self.fn))  # TypeError for a malformed signature
+        object.__setattr__(self, "inputs", data_inputs(self.fn))
         if self.answers not in ANSWERS:
             raise TypeError(f"objective {self.name}: answers must be one of {ANSWERS}, got {self.answers!r}")
         takes_pairs = tuple(inspect.signature(self.fn).parameters)[: len(PAIR_DATA_ARGS)] == PAIR_DATA_ARGS
@@ -98,6 +111,21 @@ class ObjectiveSpec:
                             f"{'takes' if takes_pairs else 'does not take'} {PAIR_DATA_ARGS}")  # fmt: skip
         if self.answers == PAIR and self.unit != "sequence":
             raise TypeError(f"objective {self.name}: a pair objective's unit is the pair: unit='sequence'")
+        # A logits objective's reference model runs on the forget batch itself (recipes/unlearn.py); no refusal
+        # batch reaches it.
+        if self.inputs == "logits" and self.answers != FORGET:
+            raise TypeError(f"objective {self.name}: a logits objective scores the forget answers: answers='forget'")
+
+    @property
+    def needs_reference_logits(self) -> bool:
+        """The engine must run a frozen reference model on the forget batches (a logits objective)."""
+        return self.needs_reference and self.inputs == "logits"
+
+    @property
+    def needs_reference_logprobs(self) -> bool:
+        """The engine must precompute theta_o's log-probs of the forget set (``precompute_forget_ref``), on the
+        answers ``answers`` names (both of each pair for a pair objective)."""
+        return self.needs_reference and self.inputs == "logprobs"
 
     @property
     def defaults(self) -> Mapping[str, Any]:
@@ -151,6 +179,8 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {
     "wga": ObjectiveSpec("wga", wga, False, paper=_WANG2025),
     "tnpo": ObjectiveSpec("tnpo", tnpo, True, paper=_WANG2025),
     "wtnpo": ObjectiveSpec("wtnpo", wtnpo, True, paper=_WANG2025),
+    "satimp": ObjectiveSpec("satimp", satimp, False, paper="https://arxiv.org/abs/2505.11953"),
+    "undial": ObjectiveSpec("undial", undial, True, paper="https://arxiv.org/abs/2402.10052"),
     "idk_nll": ObjectiveSpec("idk_nll", idk_nll, False, paper=_TOFU, answers=ALTERNATE),
     "dpo": ObjectiveSpec("dpo", dpo, True, unit="sequence", paper="https://arxiv.org/abs/2305.18290", answers=PAIR),
 }
@@ -213,10 +243,12 @@ __all__ = [
     "mean_nll",
     "nll",
     "npo",
+    "satimp",
     "sequence_logprob",
     "simnpo",
     "tnpo",
     "token_logprobs",
+    "undial",
     "wga",
     "wtnpo",
 ]

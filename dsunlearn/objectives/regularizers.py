@@ -6,15 +6,14 @@ positions, like the token-level forget objectives.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
-from ._common import check_inputs, chunk_len, compute_dtype, finish, masked, mean_of, stats_of, token_terms
+from dsunlearn.hyperparams import Positions
+
+from ._common import check_inputs, finish, masked, mean_of, stats_of, token_terms
+from .distill import teacher_loss
 from .logprobs import IGNORE_INDEX
 from .types import LossTerms
-
-KLPositions = Literal["answer", "all"]
 
 
 def nll(logp: torch.Tensor, mask: torch.Tensor, ref_logp: torch.Tensor | None = None) -> LossTerms:
@@ -36,50 +35,11 @@ def nll(logp: torch.Tensor, mask: torch.Tensor, ref_logp: torch.Tensor | None = 
     return token_terms(masked(-logp, mask), torch.ones_like(logp), logp, mask, ref_logp)
 
 
-class _KLToReference(torch.autograd.Function):
-    """kl[b, t] = sum_v p_ref[b, t, v] (log p_ref[b, t, v] - log p_theta[b, t, v]) for every position.
-
-    Chunked over T with a recomputing backward, d kl[b, t] / d policy_logits[b, t] = p_theta - p_ref,
-    so no float32 [B, T, V] tensor is kept (the inputs themselves, usually bf16, are saved).
-    The reference logits are a constant (no gradient).
-    """
-
-    @staticmethod
-    def forward(ctx, policy: torch.Tensor, ref: torch.Tensor, chunk: int) -> torch.Tensor:  # type: ignore[override]
-        b, t, _ = policy.shape
-        cdt = compute_dtype(policy.dtype)
-        out = torch.empty(b, t, dtype=cdt, device=policy.device)
-        for s in range(0, t, chunk):
-            e = min(s + chunk, t)
-            diff = torch.log_softmax(policy[:, s:e].to(cdt), dim=-1).neg_()
-            log_pr = torch.log_softmax(ref[:, s:e].to(cdt), dim=-1)
-            diff.add_(log_pr)  # log p_ref - log p_theta
-            p_ref = log_pr.exp_()
-            # 0 * log(0 / q) = 0: reference tokens with probability exactly 0 (logit -inf) contribute nothing.
-            diff.mul_(p_ref).masked_fill_(p_ref == 0, 0.0)
-            out[:, s:e] = diff.sum(dim=-1)
-        ctx.save_for_backward(policy, ref)
-        ctx.chunk = chunk
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        policy, ref = ctx.saved_tensors
-        cdt = compute_dtype(policy.dtype)
-        grad = torch.empty_like(policy, memory_format=torch.contiguous_format)
-        for s in range(0, policy.shape[1], ctx.chunk):
-            e = min(s + ctx.chunk, policy.shape[1])
-            d = torch.softmax(policy[:, s:e].to(cdt), dim=-1)
-            d.sub_(torch.softmax(ref[:, s:e].to(cdt), dim=-1)).mul_(grad_out[:, s:e, None].to(cdt))
-            grad[:, s:e] = d
-        return grad, None, None
-
-
 def kl(
     policy_logits: torch.Tensor,
     ref_logits: torch.Tensor,
     labels: torch.Tensor,
-    positions: KLPositions = "answer",
+    positions: Positions = "answer",
     *,
     chunk_size: int | None = None,
 ) -> LossTerms:
@@ -118,8 +78,9 @@ def kl(
         raise ValueError(f"kl: labels must be [B, T] = {tuple(policy_logits.shape[:2])}, got {tuple(labels.shape)}")
     if positions not in ("answer", "all"):
         raise ValueError(f"kl: positions must be 'answer' or 'all', got {positions!r}")
-    chunk = chunk_len(policy_logits, chunk_size)
-    per_pos = _KLToReference.apply(policy_logits, ref_logits.detach(), chunk)  # [B, T]
+    # Chunked with a recomputing backward (d kl_t / d policy_logits[t] = p_theta - p_ref): no float32 [B, T, V]
+    # tensor is kept for the backward. The reference logits are a constant.
+    per_pos = teacher_loss(policy_logits, ref_logits, "kl", chunk_size=chunk_size)  # [B, T]
     if positions == "answer":
         mask = labels[:, 1:] != IGNORE_INDEX
         per_pos = masked(per_pos[:, :-1], mask)

@@ -75,7 +75,7 @@ class ForgetEncodings:
 
     def precompute_reference(self, spec: ObjectiveSpec, module, batch_size: int, pad: int) -> None:
         """theta_o's log-probs of the answers `spec` reads (`module` must still be theta_o: before step 0)."""
-        if not spec.needs_reference:
+        if not spec.needs_reference_logprobs:  # a logits objective (UNDIAL) runs the reference model instead
             return
         if spec.answers in (FORGET, PAIR):
             self.answers_ref = precompute_forget_ref(module, self.answers, batch_size, pad)
@@ -94,7 +94,7 @@ class ForgetEncodings:
     def objective_batch(self, spec: ObjectiveSpec, indices: list[int], pad: int, device) -> MicroBatch:
         """The micro-batch `spec`'s loss closure reads (`unlearn_losses.objective_loss`): the forget answers, the
         refusals, or both paired (forget answers first), with theta_o's log-probs if `spec` needs them."""
-        ref = spec.needs_reference
+        ref = spec.needs_reference_logprobs
         if spec.answers == PAIR:
             refs = (self.answers_ref, self.alternate_ref) if ref else None
             return MicroBatch.build_pairs(self.answers, self.alternate, indices, pad, device, refs)

@@ -7,10 +7,11 @@ probe set (the first N items of the run's forget split and of its retain split, 
     e_u = < grad R(D_f), grad L_u(D_f) >,    e_r = < grad R(D_r), grad L_u(D_f) >
 
 R = mean answer-token NLL, L_u = the run's forget objective with its hyper-parameters (no gamma, no retain term,
-no GRU: the same L_u as the online G-effect of `unlearn.py`); the reference log-probs of npo/tnpo/wtnpo/dpo come
-from the ORIGINAL model; idk_nll / dpo read each probe item's refusal answer, the one the run gave it (R stays
-the NLL of the forget answers). Totals, per layer group, cosines, and optionally per instance for the first K forget
-probe items: e_i = < grad R(s_i), grad L_u(s_i) > (one sample = the whole batch).
+no GRU: the same L_u as the online G-effect of `unlearn.py`); the reference log-probs of npo/tnpo/wtnpo/dpo and
+the reference logits of undial come from the ORIGINAL model; idk_nll / dpo read each probe item's refusal answer,
+the one the run gave it (R stays the NLL of the forget answers). Totals, per layer group, cosines, and optionally
+per instance for the first K forget probe items: e_i = < grad R(s_i), grad L_u(s_i) > (one sample = the whole
+batch).
 
 Distribution: the weights of a checkpoint are rebuilt by `extrapolate(alpha=0)` (bit for bit) on rank 0 into a
 temporary dir, then every rank loads an `UnlearnEngine` (the run's ZeRO config; its optimizer is never
@@ -35,6 +36,7 @@ import torch
 from dsunlearn import dist
 from dsunlearn.data.collate import Encoded, pad_id_of
 from dsunlearn.data.sharding import round_robin_rounds
+from dsunlearn.engine.reference import ReferenceModel
 from dsunlearn.engine.shard import ShardedGrad
 from dsunlearn.engine.unlearn_engine import LossFn, MicroBatch, UnlearnEngine
 from dsunlearn.errors import RunError
@@ -129,10 +131,13 @@ def _only_real(fn: LossFn) -> LossFn:
 
 class _Probe:
     """Losses and micro-batches of one probe (sub)set: the forget items `f_idx` and retain items `r_idx`
-    (`forget` a `ForgetEncodings`: the objective reads what its spec says, the forget risk the forget answers)."""
+    (`forget` a `ForgetEncodings`: the objective reads what its spec says, the forget risk the forget answers).
+    `ref_logits`: the original model's logits (undial)."""
 
-    def __init__(self, spec, params, forget: ForgetEncodings, retain, f_idx, r_idx, micro, pad, device):
-        self.spec, self.params = spec, params
+    def __init__(
+        self, spec, params, forget: ForgetEncodings, retain, f_idx, r_idx, micro, pad, device, ref_logits=None
+    ):
+        self.spec, self.params, self.ref_logits = spec, params, ref_logits
         self.forget_units = forget.units(spec, f_idx)
         self.forget_tokens = global_count(forget.answers, f_idx, "token")
         self.retain_tokens = global_count(retain, r_idx, "token") if r_idx else 0.0
@@ -143,10 +148,12 @@ class _Probe:
         self.retain_batches = []
         if r_idx:
             self.retain_batches = _micro_batches(lambda i: MicroBatch.build(retain, i, pad, device), r_idx, micro)
+        self.forget_chunks = math.ceil(len(f_idx) / micro)  # real forget micro-batches over all ranks
 
     def grads(self, engine: UnlearnEngine) -> tuple[ShardedGrad, ShardedGrad, ShardedGrad | None, list[float]]:
         """(grad L_u(D_f), grad R(D_f), grad R(D_r) or None, [loss sums of the three on this rank])."""
-        objective = _only_real(objective_loss(self.spec, self.params, 1.0, self.forget_units))
+        loss = objective_loss(self.spec, self.params, 1.0, self.forget_units, self.ref_logits, self.forget_chunks)
+        objective = _only_real(loss)
         grad_objective, stats = engine.grad_of(self.objective_batches, objective)
         sums = [sum(s["loss_sum"] for s in stats)]
         if self.spec.risk_is_negative_loss:  # grad R(D_f) = -grad L_u(D_f): reuse, no second backward
@@ -269,7 +276,7 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
         tmp_root = tempfile.mkdtemp(prefix=".geffect-weights-", dir=out.parent)
     tmp_root = Path(dist.broadcast_object(tmp_root))
     torch.manual_seed(cfg.run.seed)
-    records, groups = [], None
+    ref_model, records, groups = None, [], None
     try:
         for step, delta in states:
             path = orig_dir
@@ -281,10 +288,14 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
             engine.module.eval()  # no dropout: the gradient of the risk itself, deterministic
             if delta is None:  # step 0, the first state: the engine holds theta_o
                 forget.precompute_reference(spec, engine.module, cfg.eval.batch_size, pad)
+            if ref_model is None and spec.needs_reference_logits:  # theta_o beside every state's engine
+                ref_model = ReferenceModel.load(str(orig_dir), cfg.model, engine.ds_config, engine.zero3)
             dev = engine.device
             all_f, all_r = list(range(len(forget))), list(range(len(retain)))
-            probe = _Probe(spec, params, forget, retain, all_f, all_r, micro, pad, dev)
-            singles = [_Probe(spec, params, forget, retain, [i], [], micro, pad, dev) for i in range(per_instance)]
+            ref_logits = ref_model.logits if ref_model is not None else None
+            probe = _Probe(spec, params, forget, retain, all_f, all_r, micro, pad, dev, ref_logits)
+            singles = [_Probe(spec, params, forget, retain, [i], [], micro, pad, dev, ref_logits)
+                       for i in range(per_instance)]  # fmt: skip
             rec = {"step": step, "source": "original" if delta is None else str(delta.relative_to(run_dir))}
             values, groups = geffect_at(engine, probe, singles)
             records.append({**rec, **values})

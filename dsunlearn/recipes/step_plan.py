@@ -4,7 +4,9 @@ Two ways through a step (`UnlearnRun.step`):
 - combined: gamma L_f (+ lambda L_reg) back-propagated into the same gradient buffers, one reduction; nobody
   reads a gradient, so gamma and lambda go into the losses.
 - sharded (GRU and/or the G-effect this step): each needed loss's gradient is read on its own as this rank's
-  shard; the losses are unscaled and gamma / lambda combine the shards, g = GRU(gamma grad L_f) + lambda grad L_reg.
+  shard; the losses are unscaled and gamma / lambda combine the shards: g = GRU(gamma grad L_f) + lambda grad L_reg
+  (`geometry.gru_project: forget`) or g = GRU(gamma grad L_f + lambda grad L_reg) (`combined`), GRU's EMA fed by
+  the retain NLL's gradient or the KL-to-theta_o's (`geometry.gru_ema_from`), each reused when it is L_reg's.
 
 The plan depends only on the configuration and the step number, never on the data, so every rank makes the
 same one (the backwards are collectives: the ranks must run the same ones in the same order).
@@ -18,14 +20,17 @@ from dsunlearn.config import RunConfig
 from dsunlearn.objectives import ObjectiveSpec, RegularizerSpec
 
 OBJECTIVE, REGULARIZER, RETAIN_NLL, FORGET_RISK = "objective", "regularizer", "retain_nll", "forget_risk"
+RETAIN_KL = "retain_kl"  # KL(p_o || p_theta) on the retain batch, for GRU's EMA when L_reg is not that KL
 
 
 @dataclass(frozen=True)
 class StepPlan:
-    gru: bool  # GRU rectifies gamma grad L_f against the EMA of grad(retain NLL) this step
+    gru: bool  # GRU rectifies the update against the EMA of a retain-batch gradient this step
+    gru_ema_from: str  # the retain-batch loss whose gradient feeds GRU's EMA: "nll" or "kl"
     geffect: bool  # the G-effect is measured this step (geometry.geffect_every)
     regularizer: bool  # the run has a retain term L_reg
     retain_nll_is_regularizer: bool  # L_reg is the retain NLL itself: its gradient serves GRU and the G-effect
+    ema_is_regularizer: bool  # L_reg is the loss GRU's EMA reads (gru_ema_from): its gradient is reused
     risk_is_negative_loss: bool  # grad R(D_f) = -grad L_f (GA): the forget risk needs no backward of its own
     gamma: float  # weight of the forget objective
     lambda_: float  # weight of the retain term
@@ -35,9 +40,11 @@ class StepPlan:
         every = cfg.geometry.geffect_every
         return cls(
             gru=bool(cfg.geometry.gru),
+            gru_ema_from=cfg.geometry.gru_ema_from,
             geffect=every > 0 and step % every == 0,
             regularizer=reg is not None,
             retain_nll_is_regularizer=reg is not None and reg.name == "nll",
+            ema_is_regularizer=reg is not None and reg.name == cfg.geometry.gru_ema_from,
             risk_is_negative_loss=spec.risk_is_negative_loss,
             gamma=cfg.objective.gamma,
             lambda_=cfg.objective.lambda_,
@@ -47,6 +54,16 @@ class StepPlan:
     def sharded(self) -> bool:
         """Gradients are read one by one as shards this step (else: one combined backward)."""
         return self.gru or self.geffect
+
+    @property
+    def needs_retain_nll(self) -> bool:
+        """grad(retain NLL) is read this step: for the G-effect's e_r, or for GRU's EMA (gru_ema_from nll)."""
+        return self.geffect or (self.gru and self.gru_ema_from == "nll")
+
+    @property
+    def needs_retain_kl(self) -> bool:
+        """GRU's EMA reads grad KL(p_o || p_theta) on the retain batch this step."""
+        return self.gru and self.gru_ema_from == "kl"
 
     @property
     def needs_retain_batches(self) -> bool:
@@ -64,8 +81,10 @@ class StepPlan:
         """The losses back-propagated this step, in order. Combined path: one backward of their sum; sharded:
         one backward each (a reused gradient is not listed)."""
         out = [OBJECTIVE] + ([REGULARIZER] if self.regularizer else [])
-        if self.sharded and not self.retain_nll_is_regularizer:
+        if self.needs_retain_nll and not self.retain_nll_is_regularizer:
             out.append(RETAIN_NLL)
+        if self.needs_retain_kl and not self.ema_is_regularizer:
+            out.append(RETAIN_KL)
         if self.geffect and not self.risk_is_negative_loss:
             out.append(FORGET_RISK)
         return tuple(out)

@@ -5,9 +5,10 @@ step's `StepPlan` (`step_plan.py`) says which gradients it needs and takes one o
 - combined (no geometry this step): gamma L_f (+ lambda L_reg) back-propagated into the same buffers, one
   reduction (`UnlearnRun._backward_combined`).
 - sharded (GRU and/or G-effect this step): gradients of the needed losses are read one by one as this rank's
-  shard (`ShardedGrad`); the G-effect reduces one [5, groups] tensor, GRU two scalars per group; the combined
-  gradient g = GRU(gamma grad L_f) + lambda grad L_reg is written back into the shard and the optimizer steps
-  (`UnlearnRun._backward_sharded`). No rank ever holds the full gradient.
+  shard (`ShardedGrad`); the G-effect reduces one [5, groups] tensor, GRU three scalars; the combined
+  gradient g = GRU(gamma grad L_f) + lambda grad L_reg (or GRU(gamma grad L_f + lambda grad L_reg), per
+  `geometry.gru_project`) is written back into the shard and the optimizer steps (`UnlearnRun._backward_sharded`).
+  No rank ever holds the full gradient.
 Logs every step to events.jsonl; saves the unlearned model (consolidated safetensors) at the end.
 """
 
@@ -29,7 +30,7 @@ from dsunlearn.data.collate import pad_id_of
 from dsunlearn.data.sampler import BatchStream
 from dsunlearn.engine.checkpoint import RunState, _maybe_fault, check_resume_state, load_checkpoint, save_checkpoint
 from dsunlearn.engine.delta import save_delta_shard, snapshot_fragments
-from dsunlearn.engine.ds_setup import build_ds_config, resolve_batch, zero3_init_context
+from dsunlearn.engine.ds_setup import build_ds_config, resolve_batch
 from dsunlearn.engine.hf_save import save_hf_model
 from dsunlearn.engine.reference import ReferenceModel
 from dsunlearn.engine.unlearn_engine import LossFn, MicroBatch, UnlearnEngine
@@ -40,12 +41,11 @@ from dsunlearn.geometry.gru import GRU
 from dsunlearn.manifest import write_manifest
 from dsunlearn.models.load import (
     check_before_remote_code,
-    load_causal_lm,
     load_tokenizer,
     local_model_dir,
     model_positions,
 )
-from dsunlearn.objectives import FORGET, ObjectiveSpec, get_objective, get_regularizer
+from dsunlearn.objectives import FORGET, ObjectiveSpec, RegularizerSpec, get_objective, get_regularizer
 from dsunlearn.recipes.forget_inputs import ForgetEncodings, refusals_for
 from dsunlearn.recipes.step_plan import StepPlan
 from dsunlearn.run_layout import RunDir
@@ -132,7 +132,8 @@ class UnlearnRun:
         # theta_o's forget log-probs: the policy before step 0 is the reference (no second model needed).
         self.forget_inputs.precompute_reference(self.spec, engine.module, cfg.eval.batch_size, self.pad)
         self.ref_model = self._reference_model(engine)
-        gru = GRU(cfg.geometry.gru_ema) if cfg.geometry.gru else None
+        g = cfg.geometry
+        gru = GRU(g.gru_ema, g.gru_cos_clip, combined=g.gru_project == "combined") if g.gru else None
         if cfg.eval.at_end or cfg.eval.every_steps:
             self._check_eval_splits()
         # UIPE: this rank's fp32 fragments of theta_o, and which model they came from.
@@ -185,13 +186,13 @@ class UnlearnRun:
         return self.state.gru
 
     def _reference_model(self, engine: UnlearnEngine) -> ReferenceModel | None:
-        """A frozen theta_o for on-the-fly logits, when the retain term needs one (KL)."""
-        if self.regularizer is None or not self.regularizer.needs_reference:
+        """A frozen theta_o for on-the-fly logits, when the retain term (KL), the objective (UNDIAL) or GRU's EMA
+        (gru_ema_from kl) needs one (one model serves them all)."""
+        g = self.cfg.geometry
+        retain_needs = self.regularizer is not None and self.regularizer.needs_reference
+        if not (retain_needs or self.spec.needs_reference_logits or (g.gru and g.gru_ema_from == "kl")):
             return None
-        cfg = self.cfg
-        with zero3_init_context(engine.ds_config):
-            ref = load_causal_lm(cfg.model.name_or_path, cfg.model.dtype, cfg.model.trust_remote_code)
-        return ReferenceModel(ref, engine.ds_config, engine.zero3)
+        return ReferenceModel.load(self.cfg.model.name_or_path, self.cfg.model, engine.ds_config, engine.zero3)
 
     def _check_eval_splits(self) -> None:
         """Load and encode the suite's eval sets now: a missing split or an over-long item must fail before
@@ -234,14 +235,12 @@ class UnlearnRun:
         plan = StepPlan.for_step(step, self.cfg, self.spec, self.regularizer)
         batch = self.step_batch(step, plan)
         coef_forget, coef_retain = plan.loss_coefs
-        objective = objective_loss(self.spec, self.params, coef_forget, batch.forget_units)
+        ref_logits = self.ref_model.logits if self.ref_model is not None else None
+        n_micro = self.accum * self.world
+        objective = objective_loss(self.spec, self.params, coef_forget, batch.forget_units, ref_logits, n_micro)
         regularizer = None
         if self.regularizer:
-            ref_logits = self.ref_model.logits if self.ref_model is not None else None
-            n_micro = self.accum * self.world
-            regularizer = regularizer_loss(
-                self.regularizer, self.regularizer_params, coef_retain, batch.retain_tokens, ref_logits, n_micro
-            )
+            regularizer = self._retain_loss(self.regularizer, self.regularizer_params, coef_retain, batch)
         rec: dict = {}
         if plan.sharded:
             sums = self._backward_sharded(plan, batch, objective, regularizer, rec)
@@ -262,6 +261,11 @@ class UnlearnRun:
         rec.update({f"obj_{k}": v for k, v in sums.forget_metrics.items()})
         return rec
 
+    def _retain_loss(self, spec: RegularizerSpec, params: dict, coef: float, batch: StepBatch) -> LossFn:
+        """coef x a retain-batch loss (the retain term, or the KL GRU's EMA reads) as a global-batch mean."""
+        ref_logits = self.ref_model.logits if self.ref_model is not None else None
+        return regularizer_loss(spec, params, coef, batch.retain_tokens, ref_logits, self.accum * self.world)
+
     def _backward_combined(self, batch: StepBatch, objective: LossFn, regularizer: LossFn | None) -> LossSums:
         """gamma L_f (+ lambda L_reg) into the same gradient buffers: one reduction, nothing read."""
         parts = [(batch.objective, objective)] + ([(batch.retain, regularizer)] if regularizer is not None else [])
@@ -275,18 +279,28 @@ class UnlearnRun:
         self, plan: StepPlan, batch: StepBatch, objective: LossFn, regularizer: LossFn | None, rec: dict
     ) -> LossSums:
         """Each needed gradient read as this rank's shard (unscaled); the G-effect and GRU act on the shards,
-        and g = GRU(gamma grad L_f) + lambda grad L_reg is written back for the optimizer. Adds the G-effect's
-        and GRU's values to `rec`."""
+        and g = GRU(gamma grad L_f) + lambda grad L_reg (gru_project forget) or GRU(gamma grad L_f + lambda grad
+        L_reg) (combined) is written back for the optimizer. Adds the G-effect's and GRU's values to `rec`."""
         grad_objective, stats = self.engine.grad_of(batch.objective, objective)  # grad L_u (no gamma)
         forget_sum, forget_metrics = reduce_stats(stats)
         grad_regularizer, retain_sum = None, 0.0
         if regularizer is not None:
             grad_regularizer, stats = self.engine.grad_of(batch.retain, regularizer)
             retain_sum = reduce_stats(stats)[0]
-        if plan.retain_nll_is_regularizer:
-            grad_retain_nll = grad_regularizer
-        else:
-            grad_retain_nll, _ = self.engine.grad_of(batch.retain, nll_loss(1.0, batch.retain_tokens))
+        grad_retain_nll = None
+        if plan.needs_retain_nll:
+            if plan.retain_nll_is_regularizer:
+                grad_retain_nll = grad_regularizer
+            else:
+                grad_retain_nll, _ = self.engine.grad_of(batch.retain, nll_loss(1.0, batch.retain_tokens))
+        grad_ema = grad_retain_nll  # what GRU's EMA averages (gru_ema_from)
+        if plan.needs_retain_kl:
+            if plan.ema_is_regularizer:
+                grad_ema = grad_regularizer
+            else:  # L_reg is the NLL or absent: one more backward, of the KL with objective.kl_positions
+                kl = get_regularizer("kl")
+                kl_params = kl.resolve({"positions": self.cfg.objective.kl_positions})
+                grad_ema, _ = self.engine.grad_of(batch.retain, self._retain_loss(kl, kl_params, 1.0, batch))
         if plan.geffect:
             if plan.risk_is_negative_loss:  # grad R(D_f) = -grad L_u(D_f): reuse, no third backward
                 grad_forget_risk = grad_objective.clone().scale_(-1.0)
@@ -294,10 +308,12 @@ class UnlearnRun:
                 grad_forget_risk, _ = self.engine.grad_of(batch.forget, nll_loss(1.0, batch.forget_tokens))
             rec.update(g_effect(grad_objective, grad_forget_risk, grad_retain_nll).as_dict())
         grad = grad_objective.scale_(plan.gamma)
-        if plan.gru:
-            info = self.gru.project(grad, grad_retain_nll)
+        if plan.gru:  # + lambda grad L_reg, after the projection or inside it (geometry.gru_project)
+            info = self.gru.update(grad, grad_regularizer, grad_ema, plan.lambda_)
             rec.update(gru_dot=info.dot, gru_cos=info.cosine, gru_projected=info.projected, gru_coef=info.coef)
-        if grad_regularizer is not None:
+            if self.gru.cos_clip is not None:
+                rec["gru_clipped"] = info.clipped
+        elif grad_regularizer is not None:
             grad.axpy(plan.lambda_, grad_regularizer)
         self.engine.set_grad(grad)
         return LossSums(forget_sum, retain_sum, forget_metrics)

@@ -8,8 +8,11 @@ global batch at once (no ranks, no micro-batches, no DeepSpeed), with the model 
           forget answer and its refusal for dpo: the refusal of item i picked by data/refusals.py)
     R     mean answer-token NLL (the risk of the G-effect; the retain NLL of GRU and GradDiff)
     g_u = grad(gamma L_f),  g_r = grad R(D_r)
-    GRU:  G_r(t) = c g_r + (1 - c) G_r(t-1), G_r(0) = 0; if <g_u, G_r> < 0: g_u -= <g_u, G_r>/||G_r||^2 G_r
-    g = g_u + lambda grad L_reg     (L_reg = retain NLL when the run has a retain term, else no term)
+    GRU:  h = g_u (gru_project forget) or g_u + lambda grad L_reg (combined); the EMA input e = g_r
+          (gru_ema_from nll) or grad of KL(p_o || p_theta) on the retain answer tokens, mean over them (kl);
+          G_r(t) = c e + (1 - c) G_r(t-1), G_r(0) = 0; if <h, G_r> < 0: h -= k G_r with k = <h, G_r>/||G_r||^2,
+          or with a cosine clip kappa, k = max(<h, G_r>, kappa ||h|| ||G_r||)/||G_r||^2
+    g = h + lambda grad L_reg (forget) or h (combined)  (L_reg = retain NLL when the run has a retain term)
     G-effect: e_u = <grad R(D_f), grad L_f>, e_r = <grad R(D_r), grad L_f> per layer group (raw, no gamma)
 
 then the optimizer step (plain SGD, or AdamW with weight decay on >= 2-D parameters only, constant lr).
@@ -17,6 +20,7 @@ then the optimizer step (plain SGD, or AdamW with weight decay on >= 2-D paramet
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 
@@ -111,6 +115,22 @@ def mean_nll(logp, mask):
     return -logp.sum() / mask.sum()
 
 
+def retain_kl_surrogate(model, theta_o, encoded, indices, pad_id):
+    """A float64 loss whose gradient is that of KL = mean over the answer tokens t of KL(p_o,t || p_theta,t).
+
+    d KL_t / d z_t = softmax(z_t) - p_o,t for the logits z_t predicting answer token t, so the surrogate
+    sum_t <sg(softmax(z_t) - p_o,t), z_t> / n has the KL's gradient, and it is exactly 0 where theta = theta_o
+    (the logits are then bitwise equal), as the engine's KL backward is: no rounding noise for GRU to project on.
+    """
+    ids, att, labels = _pad(encoded, indices, pad_id)
+    z = model(input_ids=ids, attention_mask=att).logits.double()[:, :-1]
+    with torch.no_grad():
+        p_o = torch.softmax(theta_o(input_ids=ids, attention_mask=att).logits.double()[:, :-1], dim=-1)
+    mask = labels[:, 1:] != IGNORE
+    coef = (torch.softmax(z, dim=-1) - p_o).detach()
+    return (coef * z).sum(-1)[mask].sum() / mask.sum()
+
+
 def forget_objective(name: str, logp, mask, ref_seq=None, beta: float = 0.1, refusal=None):
     """L_f of docs/methods.md over the whole global batch; `refusal` = (logp, mask, ref_seq) of the refusals (dpo)."""
     if name in ("ga", "graddiff"):
@@ -136,6 +156,8 @@ class RefStep:
     loss_retain: float | None = None  # retain NLL at theta_t
     gru_dot: float | None = None
     gru_projected: bool | None = None
+    gru_clipped: bool | None = None
+    gru_cos: float | None = None
     geffect_u_groups: dict = field(default_factory=dict)
     geffect_r_groups: dict = field(default_factory=dict)
     grad_norm_objective: float | None = None
@@ -187,6 +209,10 @@ def reference_unlearn(cfg, steps: int, world: int, geffect: bool = False) -> Ref
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
     initial = {n: p.detach().clone() for n, p in named}
+    ema_from_kl = g.gru and g.gru_ema_from == "kl"
+    if ema_from_kl:
+        assert o.kl_positions == "answer", "reference: KL over answer tokens only"
+        theta_o = copy.deepcopy(model).eval()  # frozen theta_0 for the KL
 
     ref_seq = refusal_ref_seq = None
     if o.name in ("npo", "dpo"):
@@ -236,14 +262,22 @@ def reference_unlearn(cfg, steps: int, world: int, geffect: bool = False) -> Ref
                 rec.geffect_r_groups[grp] = rec.geffect_r_groups.get(grp, 0.0) + float((gr * go).sum())
             rec.grad_norm_objective = dot(grad_obj, grad_obj) ** 0.5
         g_u = [o.gamma * x for x in grad_obj]
+        combined = g.gru and g.gru_project == "combined" and has_retain  # g_u becomes h of the docstring
+        if combined:
+            g_u = [x + o.lambda_ * y for x, y in zip(g_u, g_r, strict=True)]
         if g.gru:
             c = g.gru_ema
-            ema = [c * x for x in g_r] if ema is None else [c * x + (1 - c) * y for x, y in zip(g_r, ema, strict=True)]
-            ip, nsq = dot(g_u, ema), dot(ema, ema)
+            e = grad(retain_kl_surrogate(model, theta_o, retain, r_idx, pad)) if ema_from_kl else g_r
+            ema = [c * x for x in e] if ema is None else [c * x + (1 - c) * y for x, y in zip(e, ema, strict=True)]
+            ip, nsq, usq = dot(g_u, ema), dot(ema, ema), dot(g_u, g_u)
             rec.gru_dot, rec.gru_projected = ip, ip < 0 and nsq > 0
+            rec.gru_clipped, rec.gru_cos = False, ip / (usq * nsq) ** 0.5 if nsq > 0 else 0.0
             if rec.gru_projected:
-                g_u = [x - (ip / nsq) * y for x, y in zip(g_u, ema, strict=True)]
-        total = [x + o.lambda_ * y for x, y in zip(g_u, g_r, strict=True)] if has_retain else g_u
+                k = ip / nsq
+                if g.gru_cos_clip is not None and rec.gru_cos < g.gru_cos_clip:
+                    k, rec.gru_clipped = g.gru_cos_clip * (usq * nsq) ** 0.5 / nsq, True
+                g_u = [x - k * y for x, y in zip(g_u, ema, strict=True)]
+        total = [x + o.lambda_ * y for x, y in zip(g_u, g_r, strict=True)] if has_retain and not combined else g_u
         for p, x in zip(params, total, strict=True):
             p.grad = x.clone()
         opt.step()

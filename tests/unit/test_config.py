@@ -39,6 +39,11 @@ def test_overrides_types_and_lambda_alias():
         (["geometry.gru=maybe"], ["geometry.gru", "expected bool"]),
         (["engine.micro_batch_size=0"], ["engine.micro_batch_size", ">= 1"]),
         (["geometry.gru_ema=1.5"], ["geometry.gru_ema", "(0, 1]"]),
+        (["geometry.gru_project=all"], ["geometry.gru_project='all'", "forget, combined"]),
+        (["geometry.gru_ema_from=retain"], ["geometry.gru_ema_from='retain'", "nll, kl"]),
+        (["geometry.gru_cos_clip=0.5"], ["geometry.gru_cos_clip=0.5", "[-1, 0)", "null"]),
+        (["geometry.gru_cos_clip=0"], ["geometry.gru_cos_clip=0.0", "[-1, 0)"]),
+        (["geometry.gru_cos_clip=-1.5"], ["geometry.gru_cos_clip=-1.5", "[-1, 0)"]),
         (["data.source=local"], ["data.path"]),
         (["data.suite=wmdp"], ["data.suite='wmdp'", "choose one of: tofu, muse"]),
         (
@@ -83,6 +88,32 @@ def test_dump_round_trips_and_hash(tmp_path):
     assert again == cfg
     assert config_hash(again) == config_hash(cfg)
     assert config_hash(load_config("tiny_finetune", ["engine.lr=1e-4"])) != config_hash(cfg)
+
+
+GRU_VARIANT_KEYS = ("gru_project", "gru_ema_from", "gru_cos_clip")
+
+
+def test_gru_variant_keys_at_their_defaults_keep_the_identity_of_runs_from_before_them():
+    """--resume compares the config hash of `rundir._identity`. A run started before geometry.gru_project,
+    gru_ema_from and gru_cos_clip existed hashed its config without them: at their defaults (that behaviour) they
+    are left out, any other value makes a different run."""
+    import hashlib
+
+    from dsunlearn import rundir
+    from dsunlearn.config_io import config_to_dict
+
+    cfg = load_config("tiny_npo_gru")
+    assert (cfg.geometry.gru_project, cfg.geometry.gru_ema_from, cfg.geometry.gru_cos_clip) == ("forget", "nll", None)
+    before = config_to_dict(cfg)  # the config as an older dsunlearn wrote it: no GRU variant keys
+    for key in GRU_VARIANT_KEYS:
+        before["geometry"].pop(key)
+    for section, key in (("run", "overwrite"), ("run", "output_dir"), ("data", "suite"), ("data", "muse")):
+        before[section].pop(key)  # what the identity always leaves out (a TOFU run's suite and MUSE section)
+    old_hash = hashlib.sha256(yaml.safe_dump(before, sort_keys=True).encode()).hexdigest()[:16]
+    assert rundir._identity(cfg) == old_hash
+    variants = ["geometry.gru_project=combined", "geometry.gru_ema_from=kl", "geometry.gru_cos_clip=-0.5"]
+    hashes = {rundir._identity(load_config("tiny_npo_gru", [v])) for v in variants}
+    assert len(hashes) == 3 and old_hash not in hashes
 
 
 def test_every_shipped_config_loads():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import pytest
 import torch
@@ -28,7 +28,8 @@ def _signature_defaults(fn) -> dict:
 def test_defaults_are_the_keyword_only_parameters_of_the_signature():
     for name, spec in OBJECTIVES.items():
         assert dict(spec.defaults) == _signature_defaults(spec.fn), name
-        assert all(hp.type is float and hp.range is not None for hp in spec.hyperparams.values()), name
+        for hp in spec.hyperparams.values():  # a number has a Range, a string its Literal's choices
+            assert (hp.type is float and hp.range is not None) or (hp.type is str and hp.default in hp.choices), name
     assert load_config(None, ["objective.name=simnpo"]).objective.params == {"beta": 4.5, "delta": 0.0}
     assert load_config(None, ["objective.name=ga"]).objective.params == {}
 
@@ -69,7 +70,11 @@ def test_a_key_the_objective_does_not_take_is_refused_naming_the_allowed_keys():
         (["objective.alpha=0.5"], "objective.alpha: not a hyper-parameter of 'npo' (allowed: beta)"),
         (["objective.name=wtnpo", "objective.delta=1"], "not a hyper-parameter of 'wtnpo' (allowed: alpha, beta, eps)"),
         (["objective.name=ga", "objective.beta=0.2"], "objective.beta: not a hyper-parameter of 'ga' (allowed: none)"),
-        (["objective.bta=1"], "allowed here: name, gamma, lambda, retain_loss, kl_positions, alpha, beta, delta, eps"),
+        (
+            ["objective.bta=1"],
+            "allowed here: name, gamma, lambda, retain_loss, kl_positions, alpha, beta, beta1, beta2, delta, eps, "
+            "positions",
+        ),  # fmt: skip
         (["objective.params.beta=1"], "unknown config key 'objective.params'"),  # one spelling: objective.beta
     ]:
         with pytest.raises(ConfigError) as e:
@@ -107,7 +112,16 @@ def test_malformed_signatures_are_refused_when_registered():
 
 
 def test_one_name_has_one_type_across_objectives(monkeypatch):
-    assert hyperparameter_types() == {"alpha": float, "beta": float, "delta": float, "eps": float}
+    want = {
+        "alpha": float,
+        "beta": float,
+        "beta1": float,
+        "beta2": float,
+        "delta": float,
+        "eps": float,
+        "positions": str,
+    }
+    assert hyperparameter_types() == want
 
     def clash(logp, mask, ref_logp=None, *, beta: Annotated[int, Range(1, 2, "x")] = 1): ...
 
@@ -119,14 +133,17 @@ def test_one_name_has_one_type_across_objectives(monkeypatch):
 _SYMBOLS = {"α": "alpha", "β": "beta", "δ": "delta", "ε": "eps", "λ": "lambda"}
 
 
-def _tables(text: str) -> dict[str, dict[str, float]]:
-    """{config name: {parameter: default}} from a Methods table's Defaults column ("α = 1.5, β = 4, ε = 1e-5")."""
+def _tables(text: str) -> dict[str, dict[str, float | str]]:
+    """{config name: {parameter: default}} from a Methods table's Defaults column ("α = 1.5, β = 4, ε = 1e-5",
+    "`positions` = `answer`")."""
     rows = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 5 and cells[4].startswith("`") and cells[4].strip("`") in OBJECTIVES:
-            pairs = re.findall(r"([αβδελ]|`?\w+`?) = (-?[\d.]+(?:e-?\d+)?)", cells[2])
-            rows[cells[4].strip("`")] = {_SYMBOLS.get(k, k.strip("`")): float(v) for k, v in pairs}
+            pairs = re.findall(r"([αβδελ]|`?\w+`?) = (-?[\d.]+(?:e-?\d+)?|`\w+`)", cells[2])
+            rows[cells[4].strip("`")] = {
+                _SYMBOLS.get(k, k.strip("`")): v.strip("`") if v.startswith("`") else float(v) for k, v in pairs
+            }
     return rows
 
 
@@ -138,3 +155,21 @@ def test_the_methods_tables_match_the_signatures(doc):
         table = {k: v for k, v in rows[name].items() if k != "lambda"}  # lambda: objective.lambda, not the fn's
         assert table == dict(spec.defaults), (doc, name)
     assert rows["graddiff"]["lambda"] == load_config().objective.lambda_
+
+
+def test_a_string_hyper_parameter_takes_only_its_literals_values():
+    cfg = load_config(None, ["objective.name=undial", "objective.positions=all"])
+    assert cfg.objective.params == {"beta": 10.0, "positions": "all"}
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["objective.name=undial", "objective.positions=prompt"])
+    assert str(e.value) == "objective.positions='prompt' is not allowed; choose one of: answer, all"
+    with pytest.raises(ConfigError, match=r"objective\.positions=1 has the wrong type: expected str"):
+        load_config(None, ["objective.name=undial", "objective.positions=1"])
+    # undial's beta is a logit shift (its own bound's reason), not NPO's inverse temperature
+    with pytest.raises(ConfigError, match=r"objective\.beta=20000\.0 is out of range: .*logit is lowered"):
+        load_config(None, ["objective.name=undial", "objective.beta=2e4"])
+
+    def bad_default(logits, ref_logits, labels, *, positions: Literal["answer", "all"] = "every"): ...
+
+    with pytest.raises(TypeError, match="default 'every'"):
+        ObjectiveSpec("bad_default", bad_default, needs_reference=True)

@@ -13,6 +13,7 @@ import torch
 from dsunlearn.objectives import OBJECTIVES, PAIR, kl, nll, token_logprobs
 
 NAMES = sorted(OBJECTIVES)
+LOGPROB_NAMES = [n for n in NAMES if OBJECTIVES[n].inputs == "logprobs"]  # those that take logp, mask, ref_logp
 B, T, V = 3, 10, 17
 
 
@@ -51,14 +52,20 @@ def _call(name, logp, mask, ref):
     return spec.fn(logp, mask, ref, *alt)
 
 
+def _from_logits(name, x, ref_logits, labels):
+    """The loss of objective or regulariser `name` on policy logits x, through the inputs the engine gives it."""
+    if name == "kl":
+        return kl(x, ref_logits, labels, positions="answer")
+    if name != "nll" and OBJECTIVES[name].inputs == "logits":
+        return OBJECTIVES[name].fn(x, ref_logits, labels)
+    logp, mask = token_logprobs(x, labels)
+    ref, _ = token_logprobs(ref_logits, labels)
+    return _call(name, logp, mask, ref)
+
+
 def _loss_and_grad_from_logits(name, logits, ref_logits, labels):
     x = logits.clone().requires_grad_(True)
-    if name == "kl":
-        out = kl(x, ref_logits, labels, positions="answer")
-    else:
-        logp, mask = token_logprobs(x, labels)
-        ref, _ = token_logprobs(ref_logits, labels)
-        out = _call(name, logp, mask, ref)
+    out = _from_logits(name, x, ref_logits, labels)
     (g,) = torch.autograd.grad(out.loss, x)
     return out, g
 
@@ -85,7 +92,7 @@ def _logp_batch():
     return logp, mask, ref
 
 
-@pytest.mark.parametrize("name", NAMES + ["nll"])
+@pytest.mark.parametrize("name", LOGPROB_NAMES + ["nll"])
 def test_logp_values_off_the_mask_are_ignored(name):
     """Even values token_logprobs never emits there (large, positive) leave loss and gradient unchanged."""
     logp, mask, ref = _logp_batch()
@@ -114,13 +121,7 @@ def test_a_sequence_without_answer_tokens_adds_nothing(name):
     assert torch.isfinite(with_empty.loss) and torch.isfinite(g_with).all()
     assert torch.all(g_with[1] == 0)
     # Same loss as the batch without that row (the empty row is not a unit).
-    x = logits[keep].clone().requires_grad_(True)
-    if name == "kl":
-        ref_out = kl(x, ref_logits[keep], labels[keep])
-    else:
-        logp, mask = token_logprobs(x, labels[keep])
-        ref, _ = token_logprobs(ref_logits[keep], labels[keep])
-        ref_out = _call(name, logp, mask, ref)
+    ref_out = _from_logits(name, logits[keep], ref_logits[keep], labels[keep])
     torch.testing.assert_close(with_empty.loss, ref_out.loss, rtol=0, atol=1e-12)
     assert with_empty.count == ref_out.count
 

@@ -1,5 +1,6 @@
 """Each shipped config that names an objective with hyper-parameters states, in a comment, the value of each of
-them and where it comes from (paper or code), and the stated value is the one the config runs with."""
+them and where it comes from (paper or code), and the stated value is the one the config runs with. Each shipped
+`*_gru` config states, next to `geometry:`, the GRU variant it runs (docs/methods.md "GRU") and its source."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from dsunlearn.config_io import SHIPPED_DIR, load_config, shipped_configs
 from dsunlearn.objectives import OBJECTIVES
 
 # "# beta 4.5, delta 0.0, gamma 0.125: SimNPO's TOFU forget10 code and open-unlearning"
-SOURCE = re.compile(r"^# ((?:[a-z_]+ -?[\d.]+(?:e-?\d+)?)(?:, [a-z_]+ -?[\d.]+(?:e-?\d+)?)*): (\S.*)$")
+_VALUE = r"[a-z_0-9]+ (?:-?[\d.]+(?:e-?\d+)?|[a-z]+)"  # a number, or a word for a string hyper-parameter
+SOURCE = re.compile(rf"^# ({_VALUE}(?:, {_VALUE})*): (\S.*)$")
 # Keys of the objective section that a paper sets per objective although every objective has them.
 PER_OBJECTIVE = {"simnpo": ("gamma",)}  # open-unlearning and SimNPO's code scale its forget term by 0.125
 
 
-def stated(text: str) -> dict[str, float]:
+def stated(text: str) -> dict[str, float | str]:
     """{key: value} of the source comments of a config file."""
     out = {}
     for line in text.splitlines():
@@ -25,7 +27,7 @@ def stated(text: str) -> dict[str, float]:
         if m:
             for pair in m.group(1).split(", "):
                 key, value = pair.split(" ")
-                out[key] = float(value)
+                out[key] = value if value.isalpha() else float(value)
     return out
 
 
@@ -50,4 +52,33 @@ def test_shipped_configs_state_the_source_of_each_hyper_parameter(name):
 def test_the_comment_reader_sees_a_missing_or_wrong_statement():
     assert stated("# beta 0.1: the NPO paper\nobjective: {name: npo}\n") == {"beta": 0.1}
     assert stated("# alpha 1.5, beta 4.0, eps 1e-5: the G-effect code\n") == {"alpha": 1.5, "beta": 4.0, "eps": 1e-5}
+    assert stated("# beta 10, positions answer: UNDIAL") == {"beta": 10.0, "positions": "answer"}
     assert stated("# beta: no value\n# Base of the tofu configs: TOFU forget10\n") == {}
+
+
+# "# GRU gru_project combined, gru_ema_from nll, gru_cos_clip null: the GRU code's gd_gru", the line above geometry:
+GRU_SOURCE = re.compile(r"^# GRU gru_project (\w+), gru_ema_from (\w+), gru_cos_clip (\S+): (\S.*)$")
+GRU_CONFIGS = [n for n in shipped_configs() if n.endswith("_gru")]
+
+
+def test_there_are_gru_configs():
+    assert len(GRU_CONFIGS) >= 40 and "tofu_llama2_7b_graddiff_gru" in GRU_CONFIGS
+
+
+@pytest.mark.parametrize("name", GRU_CONFIGS)
+def test_shipped_gru_configs_state_their_variant_next_to_geometry(name):
+    lines = (SHIPPED_DIR / f"{name}.yaml").read_text(encoding="utf-8").splitlines()
+    found = [(i, m) for i, m in enumerate(map(GRU_SOURCE.match, lines)) if m]
+    assert len(found) == 1, f"{name}.yaml: no single '# GRU gru_project .., gru_ema_from .., gru_cos_clip ..: <source>'"
+    i, m = found[0]
+    below = next(line for line in lines[i + 1 :] if not line.startswith("#"))
+    assert below.startswith("geometry:"), f"{name}.yaml: the GRU comment is not next to geometry:"
+    project, ema_from, clip, _ = m.groups()
+    cfg = load_config(name)
+    g = cfg.geometry
+    assert g.gru and (g.gru_project, g.gru_ema_from) == (project, ema_from)
+    assert g.gru_cos_clip == (None if clip == "null" else float(clip))
+    if not name.startswith("tiny_"):  # the GRU code's <objective>_gru: a retain term is rectified with the rest
+        assert g.gru_project == ("forget" if cfg.objective.retain_loss == "none" else "combined"), name
+    else:  # the demos keep dsunlearn's default
+        assert g.gru_project == "forget", name

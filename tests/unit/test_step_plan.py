@@ -2,7 +2,8 @@
 
 Plain runs back-propagate L_f (+ L_reg) once, with gamma and lambda inside the losses; GRU and the G-effect read
 each gradient as a shard, unscaled, and reuse what they can: the retain NLL when it is the regulariser, and
-grad R(D_f) = -grad L_f when the objective's loss is the negated risk (GA), so those take no backward.
+grad R(D_f) = -grad L_f when the objective's loss is the negated risk (GA), so those take no backward. GRU's EMA
+reads the retain NLL's gradient or, with geometry.gru_ema_from=kl, the KL's: reused when it is the retain term.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from dsunlearn.config_io import load_config
-from dsunlearn.recipes.step_plan import FORGET_RISK, OBJECTIVE, REGULARIZER, RETAIN_NLL, StepPlan
+from dsunlearn.recipes.step_plan import FORGET_RISK, OBJECTIVE, REGULARIZER, RETAIN_KL, RETAIN_NLL, StepPlan
 from dsunlearn.recipes.unlearn import forget_objective, retain_regularizer
 
 
@@ -90,3 +91,33 @@ def test_gru_and_geffect_together():
     p = plan("tiny_npo_gru", 0, "geometry.geffect_every=1")
     assert p.gru and p.geffect and p.retain_nll_is_regularizer
     assert p.gradients == (OBJECTIVE, REGULARIZER, FORGET_RISK)
+
+
+@pytest.mark.parametrize(
+    "overrides, want",
+    [
+        # the GRU code's ga_grukl: no retain term, the EMA of the KL's gradient (the retain NLL is not read)
+        (("objective.retain_loss=none",), (OBJECTIVE, RETAIN_KL)),
+        # L_reg = NLL added after (or inside the projection), the EMA of the KL: a third backward
+        ((), (OBJECTIVE, REGULARIZER, RETAIN_KL)),
+        (("geometry.gru_project=combined",), (OBJECTIVE, REGULARIZER, RETAIN_KL)),
+        # L_reg = KL: its gradient is the EMA's
+        (("objective.retain_loss=kl",), (OBJECTIVE, REGULARIZER)),
+        # the G-effect still reads the retain NLL (reused from L_reg here) beside the KL for the EMA
+        (("geometry.geffect_every=1",), (OBJECTIVE, REGULARIZER, RETAIN_KL, FORGET_RISK)),
+        (("objective.retain_loss=kl", "geometry.geffect_every=1"), (OBJECTIVE, REGULARIZER, RETAIN_NLL, FORGET_RISK)),
+    ],
+)
+def test_gru_ema_from_kl_reads_the_kl_gradient(overrides, want):
+    p = plan("tiny_npo_gru", 0, "geometry.gru_ema_from=kl", *overrides)
+    assert p.needs_retain_kl and p.gradients == want
+    assert p.needs_retain_nll is p.geffect
+    assert p.ema_is_regularizer is ("objective.retain_loss=kl" in overrides)
+
+
+def test_gru_project_does_not_change_the_backwards():
+    """Combined or not, the same gradients are read; only how they are summed differs (GRU.update)."""
+    for reg in ("none", "nll", "kl"):
+        a = plan("tiny_npo_gru", 0, f"objective.retain_loss={reg}")
+        b = plan("tiny_npo_gru", 0, f"objective.retain_loss={reg}", "geometry.gru_project=combined")
+        assert a.gradients == b.gradients and a.loss_coefs == b.loss_coefs == (1.0, 1.0)
