@@ -14,7 +14,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["dsunlearn", "dsunlearn.*"]),
-    package_data={"dsunlearn": ["configs/*.yaml", "ds_configs/*.json"]},
+    package_data={"dsunlearn": ["configs/*.yaml", "ds_configs/*.json", "data/*.txt"]},
     include_package_data=True,
     install_requires=[
         # torch is not pinned to a build: install it first (README) so that CPU machines get the CPU

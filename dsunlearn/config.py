@@ -135,6 +135,11 @@ class DataConfig:
     date_string: str | None = _f(
         None, "chat_template: the template's date_string variable (Llama-3 templates; open-unlearning: 10 Apr 2025)"
     )
+    idk_file: str | None = _f(
+        None,
+        "refusal answers ('I don't know') that idk_nll and dpo train the forget questions toward: a UTF-8 text file,"
+        " one sentence per line; null = dsunlearn's list (dsunlearn/data/refusals.txt)",
+    )
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     muse: MuseConfig = field(default_factory=MuseConfig)
 

@@ -29,6 +29,9 @@ from dsunlearn.errors import ConfigError
 # (``fn(logp, mask, ref_logp, *, **hparams)``, most objectives), or the raw logits of the policy and of the frozen
 # reference with the labels (``fn(logits, ref_logits, labels, *, **hparams)``, for a loss over the whole vocabulary).
 DATA_ARGS = {"logprobs": ("logp", "mask", "ref_logp"), "logits": ("logits", "ref_logits", "labels")}
+# ... and those of a log-probs objective that compares two answers to each question (DPO: the forget answer and
+# an alternate one): the same three for the alternate answer follow.
+PAIR_DATA_ARGS = (*DATA_ARGS["logprobs"], "alt_logp", "alt_mask", "alt_ref_logp")
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,9 @@ def hyperparameters(fn: Callable) -> Mapping[str, HyperParam]:
     """{name: HyperParam} of ``fn``'s keyword-only parameters, in signature order (read-only).
 
     Raises TypeError (a programming error of the objective, found when it is registered) if ``fn`` does not
-    start with one of the ``DATA_ARGS``, takes another positional parameter, or has a hyper-parameter without a
-    default or annotation, a numeric one without a ``Range``, or a default outside its ``Literal``.
+    start with one of the ``DATA_ARGS`` (or ``PAIR_DATA_ARGS``), takes another positional parameter, or has a
+    hyper-parameter without a default or annotation, a numeric one without a ``Range``, or a default outside its
+    ``Literal``.
     """
     name = getattr(fn, "__name__", repr(fn))
     params = inspect.signature(fn).parameters
@@ -85,14 +89,17 @@ def hyperparameters(fn: Callable) -> Mapping[str, HyperParam]:
 
 def data_inputs(fn: Callable) -> str:
     """What the engine passes `fn` first, read from its positional parameters: "logprobs" or "logits" (the keys of
-    ``DATA_ARGS``). TypeError when they are neither, e.g. a hyper-parameter that is not keyword-only."""
+    ``DATA_ARGS``; ``PAIR_DATA_ARGS``, log-probs of two answers, is "logprobs"). TypeError when they are none of
+    these, e.g. a hyper-parameter that is not keyword-only."""
     name = getattr(fn, "__name__", repr(fn))
     params = inspect.signature(fn).parameters.values()
     positional = tuple(p.name for p in params if p.kind is not p.KEYWORD_ONLY)
+    if positional == PAIR_DATA_ARGS:
+        return "logprobs"
     for inputs, args in DATA_ARGS.items():
         if positional == args:
             return inputs
-    allowed = " or ".join(map(str, DATA_ARGS.values()))
+    allowed = " or ".join(map(str, (*DATA_ARGS.values(), PAIR_DATA_ARGS)))
     raise TypeError(f"objective {name}: positional parameters must be {allowed}, got {positional}; "
                     "make hyper-parameters keyword-only (after *)")  # fmt: skip
 

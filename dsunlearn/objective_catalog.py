@@ -85,9 +85,10 @@ def _registry_entries(init: ast.Module) -> list[tuple[str, str]]:
 def _signature(path: Path, fn_name: str) -> Mapping[str, HyperParam]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == fn_name), None)
-    if fn is None or tuple(a.arg for a in fn.args.posonlyargs + fn.args.args) not in hyperparams.DATA_ARGS.values():
+    if fn is None or fn.args.vararg or fn.args.kwarg:
         raise _NotFollowed(fn_name)
-    if fn.args.vararg or fn.args.kwarg:
+    positional = tuple(a.arg for a in fn.args.posonlyargs + fn.args.args)
+    if positional not in (*hyperparams.DATA_ARGS.values(), hyperparams.PAIR_DATA_ARGS):
         raise _NotFollowed(fn_name)
     out = {}
     for arg, default in zip(fn.args.kwonlyargs, fn.args.kw_defaults, strict=True):

@@ -15,7 +15,7 @@ import torch
 from dsunlearn import dist
 from dsunlearn.data.collate import Encoded
 from dsunlearn.engine.unlearn_engine import LossFn, MicroBatch
-from dsunlearn.objectives import LossTerms, ObjectiveSpec, RegularizerSpec, nll, token_logprobs
+from dsunlearn.objectives import PAIR, LossTerms, ObjectiveSpec, RegularizerSpec, nll, token_logprobs
 
 
 def answer_tokens(e: Encoded) -> int:
@@ -43,6 +43,16 @@ def _scale(params: dict, terms: LossTerms, coef: float, count: float, n_micro_gl
     return coef * dist.world_size() / max(count, 1.0)
 
 
+def _pair_terms(spec: ObjectiveSpec, params: dict, mb: MicroBatch, logp, mask, ref) -> LossTerms:
+    """A pair objective on a paired micro-batch: rows [0, B/2) of `logp, mask, ref` ([B, T']) are the forget
+    answers, rows [B/2, B) their alternates, passed as ``fn(logp, mask, ref, alt_logp, alt_mask, alt_ref)``."""
+    if not mb.paired:
+        raise ValueError(f"objective {spec.name} compares two answers per item: it needs a paired micro-batch")
+    b = logp.shape[0] // 2
+    halves = [(x[:b], x[b:]) if x is not None else (None, None) for x in (logp, mask, ref)]
+    return spec.fn(*(h[0] for h in halves), *(h[1] for h in halves), **params)
+
+
 def objective_loss(
     spec: ObjectiveSpec,
     params: dict,
@@ -54,8 +64,10 @@ def objective_loss(
     """coef x the forget objective (token or sequence mean over the global forget batch). A logits objective gets
     the policy's logits and, if it needs them, `ref_logits(input_ids, attention_mask)` of the frozen reference
     (called on every rank for every micro-batch: at ZeRO-3 it is a collective); the others get log-probs, and
-    theta_o's precomputed ones (`mb.ref_logp`) if they need a reference. `n_micro_global`: micro-batches of the
-    global batch, for `positions="all"` (`_scale`)."""
+    theta_o's precomputed ones (`mb.ref_logp`) if they need a reference. A pair objective (`spec.answers ==
+    "pair"`) reads a paired micro-batch: its first half of rows are the forget answers, the second half their
+    alternates (`MicroBatch.build_pairs`). `n_micro_global`: micro-batches of the global batch, for
+    `positions="all"` (`_scale`)."""
     if spec.needs_reference_logits and ref_logits is None:
         raise ValueError(f"objective_loss: '{spec.name}' needs the reference model's logits (ref_logits)")
 
@@ -66,7 +78,10 @@ def objective_loss(
         else:
             logp, mask = token_logprobs(logits, mb.labels)
             ref = mb.ref_logp[:, : logp.shape[1]] if spec.needs_reference else None
-            terms = spec.fn(logp, mask, ref, **params)
+            if spec.answers == PAIR:
+                terms = _pair_terms(spec, params, mb, logp, mask, ref)
+            else:
+                terms = spec.fn(logp, mask, ref, **params)
         scale = _scale(params, terms, coef, count, n_micro_global)
         return terms.loss_sum * scale, _stats(terms.loss_sum, terms.metrics)
 

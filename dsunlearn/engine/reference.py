@@ -1,9 +1,10 @@
-"""The frozen reference model theta_o (the model before unlearning) for NPO, TNPO, WTNPO, UNDIAL and the KL
+"""The frozen reference model theta_o (the model before unlearning) for NPO, TNPO, WTNPO, DPO, UNDIAL and the KL
 regulariser.
 
 Two forms, chosen by what the objective needs:
 - Forget-set reference log-probs, precomputed once before step 0 with the policy itself (which IS theta_o
-  then): `precompute_forget_ref`. No second model in memory; NPO/TNPO/WTNPO only need these.
+  then): `precompute_forget_ref`. No second model in memory; NPO/TNPO/WTNPO only need these, DPO these of the
+  forget answers and of their refusals (one call each, `recipes/forget_inputs.py`).
 - A frozen model for on-the-fly logits (KL on retain batches, UNDIAL on forget batches: a whole [B, T, V]
   distribution per batch is too large to precompute): at ZeRO-3 a second DeepSpeed engine without an optimizer
   partitions it (P/N per rank, gathered per layer in forward); below ZeRO-3 a plain replica.

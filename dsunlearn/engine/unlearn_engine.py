@@ -30,13 +30,19 @@ from dsunlearn.models.load import check_vocab, load_causal_lm
 
 @dataclass
 class MicroBatch:
-    """One rank's micro-batch: item indices, tensors on the device, and reference log-probs if needed."""
+    """One rank's micro-batch: item indices, tensors on the device, and reference log-probs if needed.
+
+    A paired micro-batch (`build_pairs`, for objectives that compare two answers to each question) holds 2B rows
+    for its B items: rows [0, B) one answer of each item, rows [B, 2B) the other, in the same item order, so both
+    go through the model in one forward.
+    """
 
     indices: list[int]
-    input_ids: torch.Tensor  # [B, T]
+    input_ids: torch.Tensor  # [B, T]  ([2B, T] paired)
     attention_mask: torch.Tensor  # [B, T]
     labels: torch.Tensor  # [B, T], -100 off the answer
     ref_logp: torch.Tensor | None = None  # [B, T-1]
+    paired: bool = False
 
     @classmethod
     def build(
@@ -47,6 +53,24 @@ class MicroBatch:
         b = {key: v.to(device) for key, v in pad_batch([encoded[i] for i in indices], pad).items()}
         ref_logp = ref_batch(ref, indices, b["input_ids"].shape[1] - 1, device) if ref is not None else None
         return cls(indices, b["input_ids"], b["attention_mask"], b["labels"], ref_logp)
+
+    @classmethod
+    def build_pairs(
+        cls,
+        first: list[Encoded],
+        second: list[Encoded],
+        indices: list[int],
+        pad: int,
+        device,
+        refs: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None,
+    ) -> MicroBatch:
+        """first[indices] then second[indices] (two encodings of the same items) right-padded together onto
+        `device`, with `refs` = (first's, second's) per-item theta_o log-probs if given: a paired micro-batch."""
+        n = len(first)
+        rows = [*indices, *(n + i for i in indices)]
+        ref = [*refs[0], *refs[1]] if refs is not None else None
+        mb = cls.build([*first, *second], rows, pad, device, ref)
+        return cls(list(indices), mb.input_ids, mb.attention_mask, mb.labels, mb.ref_logp, paired=True)
 
 
 # loss_fn(micro_batch, logits [B, T, V]) -> (scaled loss to back-propagate, detached stats for logging)

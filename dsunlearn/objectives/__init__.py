@@ -17,6 +17,9 @@ looks objectives up by config name:
         terms = spec.fn(logp, mask, ref, **params)       # LossTerms: loss_sum, count, per_item, weights
     else:                                                # "logits": the reference model runs on the batch
         terms = spec.fn(logits, ref_logits if spec.needs_reference else None, labels, **params)
+    # spec.answers (log-probs objectives): which answers logp scores: the forget answers ("forget"), each forget
+    # question's refusal ("alternate", data/refusals.py), or both ("pair": fn(logp, mask, ref, alt_logp, alt_mask,
+    # alt_ref)).
     # retain term: o.retain_loss, or spec.retain_loss when "auto" ("nll" for graddiff, else None),
     # looked up with get_regularizer(); kl takes logits: kl(logits, ref_logits, labels, positions=...)
 
@@ -25,17 +28,20 @@ See ``types.LossTerms`` for why objectives return a sum and a count rather than 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from dsunlearn.errors import ConfigError
-from dsunlearn.hyperparams import HyperParam, Range, data_inputs, hyperparameters, resolve, types_of
+from dsunlearn.hyperparams import PAIR_DATA_ARGS, HyperParam, Range, data_inputs, hyperparameters, resolve, types_of
 
+from .dpo import dpo
 from .ga import ga
 from .graddiff import RETAIN_LOSS as _GRADDIFF_RETAIN_LOSS
 from .graddiff import graddiff
+from .idk_nll import idk_nll
 from .logprobs import IGNORE_INDEX, mean_nll, sequence_logprob, token_logprobs
 from .npo import npo
 from .regularizers import kl, nll
@@ -48,6 +54,12 @@ from .wga import wga
 from .wtnpo import wtnpo
 
 _WANG2025 = "https://arxiv.org/abs/2502.19301"
+_TOFU = "https://arxiv.org/abs/2401.06121"
+
+# What an objective's log-probs score (ObjectiveSpec.answers): the forget answers, each forget question's
+# alternate (refusal) answer, or both as pairs.
+FORGET, ALTERNATE, PAIR = "forget", "alternate", "pair"
+ANSWERS = (FORGET, ALTERNATE, PAIR)
 
 
 def _frozen(d: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
@@ -69,6 +81,10 @@ class ObjectiveSpec:
         paper: link to the paper that defines the objective.
         risk_is_negative_loss: the forget loss is minus the answer NLL (GA, and GradDiff's forget term), so
             grad R(D_f) = -grad L_u(D_f) and the G-effect reuses the objective's gradient (no extra backward).
+        answers: what ``logp`` scores: ``"forget"`` the forget answers; ``"alternate"`` a refusal answer to
+            each forget question instead (IdkNLL); ``"pair"`` both, row for row: ``fn`` then takes
+            ``PAIR_DATA_ARGS`` (forget answer first, then its alternate) and the unit is the pair (DPO).
+            The G-effect's forget risk R(D_f) is the NLL of the forget answers whatever this says.
         hyperparams: (derived) ``fn``'s keyword-only parameters: name, default, type, range (``hyperparams.py``).
         inputs: (derived) "logprobs" or "logits": what ``fn`` takes first, from its positional parameters.
     """
@@ -80,12 +96,25 @@ class ObjectiveSpec:
     retain_loss: str | None = None
     paper: str = ""
     risk_is_negative_loss: bool = False
+    answers: str = FORGET
     hyperparams: Mapping[str, HyperParam] = field(init=False, repr=False, compare=False)
     inputs: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hyperparams", hyperparameters(self.fn))  # TypeError for a malformed signature
         object.__setattr__(self, "inputs", data_inputs(self.fn))
+        if self.answers not in ANSWERS:
+            raise TypeError(f"objective {self.name}: answers must be one of {ANSWERS}, got {self.answers!r}")
+        takes_pairs = tuple(inspect.signature(self.fn).parameters)[: len(PAIR_DATA_ARGS)] == PAIR_DATA_ARGS
+        if takes_pairs != (self.answers == PAIR):
+            raise TypeError(f"objective {self.name}: answers={self.answers!r} but its function "
+                            f"{'takes' if takes_pairs else 'does not take'} {PAIR_DATA_ARGS}")  # fmt: skip
+        if self.answers == PAIR and self.unit != "sequence":
+            raise TypeError(f"objective {self.name}: a pair objective's unit is the pair: unit='sequence'")
+        # A logits objective's reference model runs on the forget batch itself (recipes/unlearn.py); no refusal
+        # batch reaches it.
+        if self.inputs == "logits" and self.answers != FORGET:
+            raise TypeError(f"objective {self.name}: a logits objective scores the forget answers: answers='forget'")
 
     @property
     def needs_reference_logits(self) -> bool:
@@ -94,7 +123,8 @@ class ObjectiveSpec:
 
     @property
     def needs_reference_logprobs(self) -> bool:
-        """The engine must precompute theta_o's log-probs of the forget set (``precompute_forget_ref``)."""
+        """The engine must precompute theta_o's log-probs of the forget set (``precompute_forget_ref``), on the
+        answers ``answers`` names (both of each pair for a pair objective)."""
         return self.needs_reference and self.inputs == "logprobs"
 
     @property
@@ -151,6 +181,8 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {
     "wtnpo": ObjectiveSpec("wtnpo", wtnpo, True, paper=_WANG2025),
     "satimp": ObjectiveSpec("satimp", satimp, False, paper="https://arxiv.org/abs/2505.11953"),
     "undial": ObjectiveSpec("undial", undial, True, paper="https://arxiv.org/abs/2402.10052"),
+    "idk_nll": ObjectiveSpec("idk_nll", idk_nll, False, paper=_TOFU, answers=ALTERNATE),
+    "dpo": ObjectiveSpec("dpo", dpo, True, unit="sequence", paper="https://arxiv.org/abs/2305.18290", answers=PAIR),
 }
 
 REGULARIZERS: dict[str, RegularizerSpec] = {
@@ -187,20 +219,26 @@ def get_regularizer(name: str) -> RegularizerSpec:
 
 
 __all__ = [
+    "ALTERNATE",
+    "ANSWERS",
+    "FORGET",
     "IGNORE_INDEX",
     "OBJECTIVES",
+    "PAIR",
     "REGULARIZERS",
     "HyperParam",
     "LossTerms",
     "ObjectiveSpec",
     "Range",
     "RegularizerSpec",
+    "dpo",
     "ga",
     "get_objective",
     "get_regularizer",
     "graddiff",
     "hyperparameter_types",
     "hyperparameters",
+    "idk_nll",
     "kl",
     "mean_nll",
     "nll",

@@ -114,6 +114,7 @@ def sequence_terms(
     seq_mask: torch.Tensor,
     seq_logp: torch.Tensor,
     seq_ref_logp: torch.Tensor | None = None,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> LossTerms:
     """Assemble a sequence-level ``LossTerms``.
 
@@ -122,9 +123,11 @@ def sequence_terms(
         weights: [B] the (detached) per-sequence weights; set to zero where ``seq_mask`` is False.
         seq_mask: [B] bool, True for sequences with at least one answer token (the units).
         seq_logp, seq_ref_logp: [B] sequence log-likelihoods, for metrics.
+        extra: {name: [B] values}: more per-unit values whose mean over the units is logged as ``<name>_mean``.
     """
     weights = masked(weights.detach(), seq_mask)
     stats = stats_of("weight", weights, seq_mask) + [("seq_logp_mean", mean_of(seq_logp, seq_mask))]
     if seq_ref_logp is not None:
         stats.append(("seq_ref_logp_mean", mean_of(seq_ref_logp, seq_mask)))
+    stats += [(f"{name}_mean", mean_of(values, seq_mask)) for name, values in (extra or {}).items()]
     return finish(per_seq.sum(), seq_mask.sum(), "sequence", per_seq, weights, stats)

@@ -7,9 +7,11 @@ probe set (the first N items of the run's forget split and of its retain split, 
     e_u = < grad R(D_f), grad L_u(D_f) >,    e_r = < grad R(D_r), grad L_u(D_f) >
 
 R = mean answer-token NLL, L_u = the run's forget objective with its hyper-parameters (no gamma, no retain term,
-no GRU: the same L_u as the online G-effect of `unlearn.py`); the reference log-probs of npo/tnpo/wtnpo and the
-reference logits of undial come from the ORIGINAL model. Totals, per layer group, cosines, and optionally per
-instance for the first K forget probe items: e_i = < grad R(s_i), grad L_u(s_i) > (one sample = the whole batch).
+no GRU: the same L_u as the online G-effect of `unlearn.py`); the reference log-probs of npo/tnpo/wtnpo/dpo and
+the reference logits of undial come from the ORIGINAL model; idk_nll / dpo read each probe item's refusal answer,
+the one the run gave it (R stays the NLL of the forget answers). Totals, per layer group, cosines, and optionally
+per instance for the first K forget probe items: e_i = < grad R(s_i), grad L_u(s_i) > (one sample = the whole
+batch).
 
 Distribution: the weights of a checkpoint are rebuilt by `extrapolate(alpha=0)` (bit for bit) on rank 0 into a
 temporary dir, then every rank loads an `UnlearnEngine` (the run's ZeRO config; its optimizer is never
@@ -34,12 +36,14 @@ import torch
 from dsunlearn import dist
 from dsunlearn.data.collate import Encoded, pad_id_of
 from dsunlearn.data.sharding import round_robin_rounds
-from dsunlearn.engine.reference import ReferenceModel, precompute_forget_ref
+from dsunlearn.engine.reference import ReferenceModel
 from dsunlearn.engine.shard import ShardedGrad
 from dsunlearn.engine.unlearn_engine import LossFn, MicroBatch, UnlearnEngine
 from dsunlearn.errors import RunError
 from dsunlearn.fsutil import atomic_write_json
 from dsunlearn.geometry.geffect import g_effect
+from dsunlearn.objectives import FORGET
+from dsunlearn.recipes.forget_inputs import ForgetEncodings, refusals_for
 from dsunlearn.run_layout import RunDir, tag_of
 from dsunlearn.suites import get_suite
 from dsunlearn.tracking import read_events
@@ -94,23 +98,23 @@ def _final_step(run_dir: Path, after: int) -> int:
     return steps
 
 
-def probe_set(cfg, tokenizer, n: int) -> tuple[list[Encoded], list[Encoded]]:
-    """The first n items of the run's forget split and of its retain split, encoded as the run encoded them."""
+def probe_set(cfg, tokenizer, n: int, spec) -> tuple[ForgetEncodings, list[Encoded]]:
+    """The first n items of the run's forget split (with the refusal answers the run gave them, if `spec` reads
+    those) and of its retain split, encoded as the run encoded them."""
     d = cfg.data
-    out = []
-    for role in ("forget", "retain"):
-        t = get_suite(d.suite).training_set(d, role)
-        out.append(t.encode(tokenizer, d)[:n])
-    return out[0], out[1]
+    forget_set, retain_set = (get_suite(d.suite).training_set(d, role) for role in ("forget", "retain"))
+    refusals = refusals_for(spec, forget_set, d)
+    forget = ForgetEncodings.encode(forget_set, tokenizer, d, refusals, cfg.run.seed).head(n)
+    return forget, retain_set.encode(tokenizer, d)[:n]
 
 
-def _micro_batches(encoded: list[Encoded], idx: list[int], micro: int, pad: int, ref, device) -> list[MicroBatch]:
-    """This rank's micro-batches over encoded[idx]: fixed chunks of `micro` dealt round-robin (world-size
-    independent). A round without a chunk gets a stand-in (the first chunk) whose loss is multiplied by 0."""
+def _micro_batches(build, idx: list[int], micro: int) -> list[MicroBatch]:
+    """This rank's micro-batches over items `idx`, `build(item indices)` each: fixed chunks of `micro` dealt
+    round-robin (world-size independent). A round without a chunk gets a stand-in (the first chunk) whose loss
+    is multiplied by 0."""
     out = []
     for rows in round_robin_rounds(len(idx), micro, dist.rank(), dist.world_size()):
-        items = [idx[j] for j in (rows if rows is not None else range(min(micro, len(idx))))]
-        mb = MicroBatch.build(encoded, items, pad, device, ref)
+        mb = build([idx[j] for j in (rows if rows is not None else range(min(micro, len(idx))))])
         out.append(mb if rows is not None else replace(mb, indices=[]))  # no indices = a stand-in (_only_real)
     return out
 
@@ -126,23 +130,31 @@ def _only_real(fn: LossFn) -> LossFn:
 
 
 class _Probe:
-    """Losses and micro-batches of one probe (sub)set: the forget items `f_idx` and retain items `r_idx`.
-    `ref`: theta_o's precomputed forget log-probs; `ref_logits`: the original model's logits (undial)."""
+    """Losses and micro-batches of one probe (sub)set: the forget items `f_idx` and retain items `r_idx`
+    (`forget` a `ForgetEncodings`: the objective reads what its spec says, the forget risk the forget answers).
+    `ref_logits`: the original model's logits (undial)."""
 
-    def __init__(self, spec, params, forget, retain, f_idx, r_idx, ref, micro, pad, device, ref_logits=None):
+    def __init__(
+        self, spec, params, forget: ForgetEncodings, retain, f_idx, r_idx, micro, pad, device, ref_logits=None
+    ):
         self.spec, self.params, self.ref_logits = spec, params, ref_logits
-        self.forget_units = global_count(forget, f_idx, spec.unit)
-        self.forget_tokens = global_count(forget, f_idx, "token")
+        self.forget_units = forget.units(spec, f_idx)
+        self.forget_tokens = global_count(forget.answers, f_idx, "token")
         self.retain_tokens = global_count(retain, r_idx, "token") if r_idx else 0.0
-        self.forget_batches = _micro_batches(forget, f_idx, micro, pad, ref, device)
-        self.retain_batches = _micro_batches(retain, r_idx, micro, pad, None, device) if r_idx else []
+        self.objective_batches = _micro_batches(lambda i: forget.objective_batch(spec, i, pad, device), f_idx, micro)
+        self.forget_batches = self.objective_batches  # what the risk reads: the forget answers
+        if spec.answers != FORGET:  # idk_nll / dpo: the objective reads the refusals (too)
+            self.forget_batches = _micro_batches(lambda i: forget.answer_batch(i, pad, device), f_idx, micro)
+        self.retain_batches = []
+        if r_idx:
+            self.retain_batches = _micro_batches(lambda i: MicroBatch.build(retain, i, pad, device), r_idx, micro)
         self.forget_chunks = math.ceil(len(f_idx) / micro)  # real forget micro-batches over all ranks
 
     def grads(self, engine: UnlearnEngine) -> tuple[ShardedGrad, ShardedGrad, ShardedGrad | None, list[float]]:
         """(grad L_u(D_f), grad R(D_f), grad R(D_r) or None, [loss sums of the three on this rank])."""
         loss = objective_loss(self.spec, self.params, 1.0, self.forget_units, self.ref_logits, self.forget_chunks)
         objective = _only_real(loss)
-        grad_objective, stats = engine.grad_of(self.forget_batches, objective)
+        grad_objective, stats = engine.grad_of(self.objective_batches, objective)
         sums = [sum(s["loss_sum"] for s in stats)]
         if self.spec.risk_is_negative_loss:  # grad R(D_f) = -grad L_u(D_f): reuse, no second backward
             grad_forget_risk = grad_objective.clone().scale_(-1.0)
@@ -255,7 +267,7 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
     spec, params = forget_objective(cfg)
     tokenizer = load_tokenizer(cfg.model.tokenizer or str(orig_dir), cfg.model.trust_remote_code)
     pad = pad_id_of(tokenizer)
-    forget, retain = probe_set(cfg, tokenizer, probe_size)
+    forget, retain = probe_set(cfg, tokenizer, probe_size, spec)
     if per_instance > len(forget):
         raise RunError(f"--per-instance {per_instance} exceeds the probe's {len(forget)} forget items")
     tmp_root = None
@@ -264,7 +276,7 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
         tmp_root = tempfile.mkdtemp(prefix=".geffect-weights-", dir=out.parent)
     tmp_root = Path(dist.broadcast_object(tmp_root))
     torch.manual_seed(cfg.run.seed)
-    ref, ref_model, records, groups = None, None, [], None
+    ref_model, records, groups = None, [], None
     try:
         for step, delta in states:
             path = orig_dir
@@ -274,15 +286,15 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
                 dist.barrier()
             engine = UnlearnEngine(cfg, str(path), tokenizer, total_steps=1)
             engine.module.eval()  # no dropout: the gradient of the risk itself, deterministic
-            if ref is None and spec.needs_reference_logprobs:  # step 0: the engine holds theta_o
-                ref = precompute_forget_ref(engine.module, forget, cfg.eval.batch_size, pad)
+            if delta is None:  # step 0, the first state: the engine holds theta_o
+                forget.precompute_reference(spec, engine.module, cfg.eval.batch_size, pad)
             if ref_model is None and spec.needs_reference_logits:  # theta_o beside every state's engine
                 ref_model = ReferenceModel.load(str(orig_dir), cfg.model, engine.ds_config, engine.zero3)
             dev = engine.device
             all_f, all_r = list(range(len(forget))), list(range(len(retain)))
             ref_logits = ref_model.logits if ref_model is not None else None
-            probe = _Probe(spec, params, forget, retain, all_f, all_r, ref, micro, pad, dev, ref_logits)
-            singles = [_Probe(spec, params, forget, retain, [i], [], ref, micro, pad, dev, ref_logits)
+            probe = _Probe(spec, params, forget, retain, all_f, all_r, micro, pad, dev, ref_logits)
+            singles = [_Probe(spec, params, forget, retain, [i], [], micro, pad, dev, ref_logits)
                        for i in range(per_instance)]  # fmt: skip
             rec = {"step": step, "source": "original" if delta is None else str(delta.relative_to(run_dir))}
             values, groups = geffect_at(engine, probe, singles)
@@ -311,7 +323,7 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
             "retain_split": cfg.data.retain_split,
             "n_forget": len(forget),
             "n_retain": len(retain),
-            "forget_tokens": global_count(forget, list(range(len(forget))), "token"),
+            "forget_tokens": global_count(forget.answers, list(range(len(forget))), "token"),
             "retain_tokens": global_count(retain, list(range(len(retain))), "token"),
             "per_instance": per_instance,
         },

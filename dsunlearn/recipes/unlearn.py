@@ -32,7 +32,7 @@ from dsunlearn.engine.checkpoint import RunState, _maybe_fault, check_resume_sta
 from dsunlearn.engine.delta import save_delta_shard, snapshot_fragments
 from dsunlearn.engine.ds_setup import build_ds_config, resolve_batch
 from dsunlearn.engine.hf_save import save_hf_model
-from dsunlearn.engine.reference import ReferenceModel, precompute_forget_ref
+from dsunlearn.engine.reference import ReferenceModel
 from dsunlearn.engine.unlearn_engine import LossFn, MicroBatch, UnlearnEngine
 from dsunlearn.errors import DivergedError, RunError
 from dsunlearn.fsutil import atomic_replace_dir
@@ -45,7 +45,8 @@ from dsunlearn.models.load import (
     local_model_dir,
     model_positions,
 )
-from dsunlearn.objectives import ObjectiveSpec, RegularizerSpec, get_objective, get_regularizer
+from dsunlearn.objectives import FORGET, ObjectiveSpec, RegularizerSpec, get_objective, get_regularizer
+from dsunlearn.recipes.forget_inputs import ForgetEncodings, refusals_for
 from dsunlearn.recipes.step_plan import StepPlan
 from dsunlearn.run_layout import RunDir
 from dsunlearn.rundir import check_output_dir, prepare_output_dir, release_output_dir
@@ -88,7 +89,8 @@ class UnlearnResult:
 class StepBatch:
     """One optimizer step's micro-batches on this rank, and the global counts its losses are means over."""
 
-    forget: list[MicroBatch]
+    objective: list[MicroBatch]  # what the objective reads (`ForgetEncodings.objective_batch`)
+    forget: list[MicroBatch]  # the forget answers, for the G-effect's risk: `objective` when it reads them
     retain: list[MicroBatch]  # [] when the step needs no retain batch
     forget_units: float  # the objective's unit (token or sequence) in the global forget batch
     forget_tokens: float  # answer tokens of the global forget batch (the forget risk's mean)
@@ -118,19 +120,17 @@ class UnlearnRun:
         # What needs neither tokenizer nor model is read first: a bad DeepSpeed JSON or data file fails in a
         # second, before transformers is imported.
         forget_set, retain_set = self._read_data()
+        refusals = refusals_for(self.spec, forget_set, cfg.data)  # idk_nll / dpo: the refusal answers
         self.tokenizer = self._read_tokenizer()
         self.pad = pad_id_of(self.tokenizer)
-        self.forget = forget_set.encode(self.tokenizer, cfg.data)
+        self.forget_inputs = ForgetEncodings.encode(forget_set, self.tokenizer, cfg.data, refusals, cfg.run.seed)
+        self.forget = self.forget_inputs.answers
         self.retain = retain_set.encode(self.tokenizer, cfg.data)
         self._build_streams()
         self.steps = cfg.engine.max_steps or self.forget_stream.steps_for_epochs(cfg.engine.epochs)
         engine = UnlearnEngine(cfg, cfg.model.name_or_path, self.tokenizer, self.steps)
         # theta_o's forget log-probs: the policy before step 0 is the reference (no second model needed).
-        self.forget_ref_logp = (
-            precompute_forget_ref(engine.module, self.forget, cfg.eval.batch_size, self.pad)
-            if self.spec.needs_reference_logprobs
-            else None
-        )
+        self.forget_inputs.precompute_reference(self.spec, engine.module, cfg.eval.batch_size, self.pad)
         self.ref_model = self._reference_model(engine)
         g = cfg.geometry
         gru = GRU(g.gru_ema, g.gru_cos_clip, combined=g.gru_project == "combined") if g.gru else None
@@ -200,23 +200,30 @@ class UnlearnRun:
         positions = model_positions(local_model_dir(self.cfg.model.name_or_path))
         self.suite.check_eval_inputs(self.tokenizer, self.cfg.data, self.cfg.eval, positions)
 
-    def _micro(self, encoded, stream: BatchStream, step: int, with_ref: bool) -> list[MicroBatch]:
-        """This rank's `accum` micro-batches of step `step` from `stream` (with theta_o's log-probs if asked)."""
-        ref = self.forget_ref_logp if with_ref else None
-        return [
-            MicroBatch.build(encoded, stream.micro_indices(step, k, self.rank), self.pad, self.engine.device, ref)
-            for k in range(self.accum)
-        ]
+    def _micro(self, build, stream: BatchStream, step: int) -> list[MicroBatch]:
+        """This rank's `accum` micro-batches of step `step` from `stream`, `build(item indices)` each."""
+        return [build(stream.micro_indices(step, k, self.rank)) for k in range(self.accum)]
 
     def step_batch(self, step: int, plan: StepPlan) -> StepBatch:
-        """The micro-batches and global counts of step `step` (the retain batch only if the plan needs it)."""
+        """The micro-batches and global counts of step `step` (the retain batch only if the plan needs it; the
+        forget answers apart from the objective's batch only for the G-effect's risk)."""
         forget_idx, retain_idx = self.forget_stream.global_indices(step), self.retain_stream.global_indices(step)
-        forget = self._micro(self.forget, self.forget_stream, step, self.spec.needs_reference_logprobs)
-        retain = self._micro(self.retain, self.retain_stream, step, False) if plan.needs_retain_batches else []
+        f, pad, dev = self.forget_inputs, self.pad, self.engine.device
+        objective = self._micro(lambda idx: f.objective_batch(self.spec, idx, pad, dev), self.forget_stream, step)
+        if self.spec.answers == FORGET:
+            forget = objective
+        elif plan.geffect:  # idk_nll / dpo read other answers; the G-effect's risk reads the forget answers
+            forget = self._micro(lambda idx: f.answer_batch(idx, pad, dev), self.forget_stream, step)
+        else:
+            forget = []
+        retain = []
+        if plan.needs_retain_batches:
+            retain = self._micro(lambda idx: MicroBatch.build(self.retain, idx, pad, dev), self.retain_stream, step)
         return StepBatch(
+            objective=objective,
             forget=forget,
             retain=retain,
-            forget_units=global_count(self.forget, forget_idx, self.spec.unit),
+            forget_units=f.units(self.spec, forget_idx),
             forget_tokens=global_count(self.forget, forget_idx, "token"),
             retain_tokens=global_count(self.retain, retain_idx, "token"),
         )
@@ -261,7 +268,7 @@ class UnlearnRun:
 
     def _backward_combined(self, batch: StepBatch, objective: LossFn, regularizer: LossFn | None) -> LossSums:
         """gamma L_f (+ lambda L_reg) into the same gradient buffers: one reduction, nothing read."""
-        parts = [(batch.forget, objective)] + ([(batch.retain, regularizer)] if regularizer is not None else [])
+        parts = [(batch.objective, objective)] + ([(batch.retain, regularizer)] if regularizer is not None else [])
         stats = self.engine.accumulate(parts)
         # The stats are the unscaled loss sums (gamma / lambda only scale what is back-propagated).
         forget_sum, forget_metrics = reduce_stats(stats[0])
@@ -274,7 +281,7 @@ class UnlearnRun:
         """Each needed gradient read as this rank's shard (unscaled); the G-effect and GRU act on the shards,
         and g = GRU(gamma grad L_f) + lambda grad L_reg (gru_project forget) or GRU(gamma grad L_f + lambda grad
         L_reg) (combined) is written back for the optimizer. Adds the G-effect's and GRU's values to `rec`."""
-        grad_objective, stats = self.engine.grad_of(batch.forget, objective)  # grad L_u (no gamma)
+        grad_objective, stats = self.engine.grad_of(batch.objective, objective)  # grad L_u (no gamma)
         forget_sum, forget_metrics = reduce_stats(stats)
         grad_regularizer, retain_sum = None, 0.0
         if regularizer is not None:

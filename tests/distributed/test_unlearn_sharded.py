@@ -17,12 +17,16 @@ batch in float64 on one process. Tests below only compare:
 4. One GRU variant on partitioned ZeRO-3, SGD <= 1e-6 over 5 steps, in a spawn of its own: the combined
    projection (GA + lambda retain NLL rectified together, the GRU code's gd_gru), the EMA of the retain KL's
    gradient (a backward of its own, L_reg being the NLL), and a cosine clip; flags and cosines as the reference's.
+5. dpo (IdkDPO: paired micro-batches of forget answers and refusals, theta_o on both) + GRU + G-effect on
+   partitioned ZeRO-3, SGD: 2 ranks == 1 rank x accum 2 == the reference; every rank, every world size gives each
+   item the same refusal. Its own spawns (`dpo_runs`), so that this case runs alone.
 The model has odd-sized MLP biases (63): ZeRO-3 pads the last partition, ZeRO-1/2 split inside parameters.
 """
 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -135,6 +139,7 @@ def _worker(runs: dict) -> dict:
             "stage": run.engine.deepspeed.zero_optimization_stage(),
             "world": run.world,
             "accum": run.accum,
+            "refusals": [e.input_ids for e in run.forget_inputs.alternate or []],
             "seconds": time.perf_counter() - t0,
         }
     return out
@@ -339,3 +344,37 @@ def test_gru_variant_matches_float64_reference(variant_two_rank):
     MEASURED["gru_variant_combined_kl_clip_sgd_z3"] = err
     assert max_abs_diff(ref.initial, ref.final) > 1e3 * SGD_ATOL
     assert err <= SGD_ATOL, f"max |theta - theta_ref| = {err:.3g}"
+
+
+# ---- 5. dpo: paired forget / refusal micro-batches, theta_o's log-probs of both -------------------------------------
+
+
+def _dpo_overrides(env, accum):
+    return _overrides(env, "z3", "dpo", "sgd", geffect=1, accum=accum)
+
+
+@pytest.fixture(scope="module")
+def dpo_runs(env):
+    """dpo on 2 ranks x micro 4 and on 1 rank x micro 4 x accum 2: the same global batch of 8."""
+    r0, r1 = run_distributed(_worker, 2, {"dpo": (_dpo_overrides(env, 1), False)})
+    (one,) = run_distributed(_worker, 1, {"dpo": (_dpo_overrides(env, 2), False)})
+    return r0["dpo"], r1["dpo"], one["dpo"]
+
+
+def test_dpo_two_ranks_zero3_equal_one_rank_and_the_reference(env, dpo_runs, reference):
+    two, two_rank1, one = dpo_runs
+    assert (two["stage"], two["world"], two["accum"], one["world"], one["accum"]) == (3, 2, 1, 1, 2)
+    assert len(two["refusals"]) == 10 and two["refusals"] == two_rank1["refusals"] == one["refusals"]
+    ref = reference(_dpo_overrides(env, 1))
+    assert max_abs_diff(ref.initial, ref.final) > 1e3 * SGD_ATOL  # the update really moved the weights
+    assert two["records"][0]["loss_forget"] == pytest.approx(20 * math.log(2), rel=1e-6)  # theta = theta_o
+    for a, b, want in zip(one["records"], two["records"], ref.steps, strict=True):
+        for got in (a, b):
+            assert got["loss_forget"] == pytest.approx(want.loss_forget, rel=1e-5)
+            assert got["gru_dot"] == pytest.approx(want.gru_dot, rel=1e-5)
+            assert got["gru_projected"] == want.gru_projected
+            assert got["geffect_u"] == pytest.approx(sum(want.geffect_u_groups.values()), rel=1e-5)
+            assert got["grad_norm_objective"] == pytest.approx(want.grad_norm_objective, rel=1e-5)
+    diff, err = max_abs_diff(one["params"], two["params"]), max_abs_diff(two["params"], ref.final)
+    MEASURED["world_1v2_dpo_sgd_z3"], MEASURED["dpo_sgd_z3_vs_ref"] = diff, err
+    assert diff <= SGD_ATOL and err <= SGD_ATOL, (diff, err)

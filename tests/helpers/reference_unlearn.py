@@ -4,7 +4,8 @@ Written from docs/methods.md, not from `dsunlearn/unlearn*.py`: it reuses only t
 items, the same global batches from `BatchStream`) and the tiny model on disk. Per optimizer step, on the WHOLE
 global batch at once (no ranks, no micro-batches, no DeepSpeed), with the model loaded in float64:
 
-    L_f   forget objective, mean over the global batch (answer tokens for ga/graddiff, sequences for npo)
+    L_f   forget objective, mean over the global batch (answer tokens for ga/graddiff, sequences for npo, pairs of a
+          forget answer and its refusal for dpo: the refusal of item i picked by data/refusals.py)
     R     mean answer-token NLL (the risk of the G-effect; the retain NLL of GRU and GradDiff)
     g_u = grad(gamma L_f),  g_r = grad R(D_r)
     GRU:  h = g_u (gru_project forget) or g_u + lambda grad L_reg (combined); the EMA input e = g_r
@@ -130,8 +131,8 @@ def retain_kl_surrogate(model, theta_o, encoded, indices, pad_id):
     return (coef * z).sum(-1)[mask].sum() / mask.sum()
 
 
-def forget_objective(name: str, logp, mask, ref_seq=None, beta: float = 0.1):
-    """L_f of docs/methods.md over the whole global batch."""
+def forget_objective(name: str, logp, mask, ref_seq=None, beta: float = 0.1, refusal=None):
+    """L_f of docs/methods.md over the whole global batch; `refusal` = (logp, mask, ref_seq) of the refusals (dpo)."""
     if name in ("ga", "graddiff"):
         return logp.sum() / mask.sum()  # -mean_tokens NLL
     if name == "npo":
@@ -139,6 +140,11 @@ def forget_objective(name: str, logp, mask, ref_seq=None, beta: float = 0.1):
         seq = logp.sum(dim=-1)
         per = -(2.0 / beta) * F.logsigmoid(-beta * (seq - ref_seq))
         return per[units].mean()
+    if name == "dpo":  # win = the refusal, lose = the forget answer
+        w_logp, w_mask, w_ref_seq = refusal
+        units = mask.any(dim=-1) & w_mask.any(dim=-1)
+        margin = (w_logp.sum(dim=-1) - w_ref_seq) - (logp.sum(dim=-1) - ref_seq)
+        return (-(2.0 / beta) * F.logsigmoid(beta * margin))[units].mean()
     raise ValueError(f"reference has no objective {name}")
 
 
@@ -177,7 +183,7 @@ def reference_unlearn(cfg, steps: int, world: int, geffect: bool = False) -> Ref
 
     d, o, e, g = cfg.data, cfg.objective, cfg.engine, cfg.geometry
     assert e.scheduler == "constant" and e.warmup_ratio == 0.0 and e.grad_clip == 0.0, "reference: constant lr only"
-    assert o.name in ("ga", "graddiff", "npo")
+    assert o.name in ("ga", "graddiff", "npo", "dpo")
     retain_loss = {"graddiff": "nll"}.get(o.name) if o.retain_loss == "auto" else o.retain_loss
     assert retain_loss in (None, "none", "nll")
     has_retain = retain_loss == "nll"
@@ -185,7 +191,13 @@ def reference_unlearn(cfg, steps: int, world: int, geffect: bool = False) -> Ref
 
     tok = AutoTokenizer.from_pretrained(cfg.model.name_or_path)
     pad = pad_id_of(tok)
-    forget = encode_items(tok, load_split(d, d.forget_split), d)
+    forget_items = load_split(d, d.forget_split)
+    forget = encode_items(tok, forget_items, d)
+    refusals = None
+    if o.name == "dpo":
+        from dsunlearn.data.refusals import read_refusals, refusal_items
+
+        refusals = encode_items(tok, refusal_items(forget_items, read_refusals(d.idk_file), cfg.run.seed), d)
     retain = encode_items(tok, load_split(d, d.retain_split), d)
     micro = e.micro_batch_size
     gb = e.global_batch_size or micro * world * e.grad_accum_steps
@@ -202,11 +214,13 @@ def reference_unlearn(cfg, steps: int, world: int, geffect: bool = False) -> Ref
         assert o.kl_positions == "answer", "reference: KL over answer tokens only"
         theta_o = copy.deepcopy(model).eval()  # frozen theta_0 for the KL
 
-    ref_seq = None
-    if o.name == "npo":
+    ref_seq = refusal_ref_seq = None
+    if o.name in ("npo", "dpo"):
         with torch.no_grad():
             lp, m = answer_logprobs(model, forget, list(range(len(forget))), pad)
             ref_seq = lp.sum(dim=-1)  # l_ref(s) of every forget item, at theta_0
+            if refusals is not None:
+                refusal_ref_seq = answer_logprobs(model, refusals, list(range(len(refusals))), pad)[0].sum(dim=-1)
 
     if e.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=e.lr)
@@ -233,7 +247,8 @@ def reference_unlearn(cfg, steps: int, world: int, geffect: bool = False) -> Ref
         rec = RefStep()
         lp_f, m_f = answer_logprobs(model, forget, f_idx, pad)
         ref = ref_seq[f_idx] if ref_seq is not None else None
-        loss_f = forget_objective(o.name, lp_f, m_f, ref, beta)
+        refusal = (*answer_logprobs(model, refusals, f_idx, pad), refusal_ref_seq[f_idx]) if refusals else None
+        loss_f = forget_objective(o.name, lp_f, m_f, ref, beta, refusal)
         grad_obj = grad(loss_f)  # grad L_f (no gamma)
         lp_r, m_r = answer_logprobs(model, retain, r_idx, pad)
         loss_r = mean_nll(lp_r, m_r)

@@ -210,6 +210,8 @@ def _cases(m: Path, root: Path) -> dict:
     # -------- 1. config
     (root / "not_yaml.yaml").write_text("engine: [1, 2\nobjective: {name: ga}\n")
     (root / "wrong_type.yaml").write_text("engine:\n  max_steps: three\n")
+    # -------- 2. objective: refusal answers (idk_nll, dpo)
+    (root / "idk_json.txt").write_text('I do not know.\n{"text": "No idea."}\n')
     # -------- 3. data
     data = {
         "file_missing": write_tofu_dir(root / "d_missing", forget01=None),
@@ -294,6 +296,16 @@ def _cases(m: Path, root: Path) -> dict:
         # 2. objective, reference model
         "objective-unknown": Case(u("objective-unknown", "objective.name=gradascent"),
                                   ("objective.name='gradascent'", "choose one of", "graddiff", "npo")),
+        "objective-idk-file-missing": Case(
+            u("objective-idk-file-missing", "objective.name=dpo", f"data.idk_file={root / 'no_idk.txt'}"),
+            ("data.idk_file", "no_idk.txt", "does not exist", "one refusal sentence per line"),
+        ),
+        "objective-idk-file-json": Case(
+            u("objective-idk-file-json", "objective.name=idk_nll", f"data.idk_file={root / 'idk_json.txt'}"),
+            ("idk_json.txt", "line 2", "JSON record", "one refusal sentence per line"),
+        ),
+        "objective-idk-on-muse": Case(u("objective-idk-on-muse", "objective.name=dpo", "data.suite=muse"),
+                                      ("objective.name=dpo", "data.suite=muse", "text documents", "data.suite=tofu")),
         "reference-npo-from-tiny": Case(
             u("reference-npo-from-tiny", "objective.name=npo", "model.name_or_path=tiny"),
             ("model.name_or_path=tiny", "embedded default", "dsunlearn finetune", "full/model"),
@@ -402,7 +414,8 @@ def _cases(m: Path, root: Path) -> dict:
 CASE_IDS = [
     "config-missing", "config-not-yaml", "config-unknown-key", "config-wrong-type", "config-negative-lr",
     "config-lr-overflow", "config-negative-gamma", "config-beta-zero", "config-beta-negative", "config-alpha-nan",
-    "config-alpha-inf", "objective-unknown", "reference-npo-from-tiny", "reference-kl-before-finetune",
+    "config-alpha-inf", "objective-unknown", "objective-idk-file-missing", "objective-idk-file-json",
+    "objective-idk-on-muse", "reference-npo-from-tiny", "reference-kl-before-finetune",
     "data-file-missing", "data-empty-forget", "data-empty-retain", "data-missing-column", "data-answer-not-string",
     "data-perturbed-not-list", "data-too-long-refused", "data-question-alone-too-long", "batch-product",
     "batch-derived-accum", "batch-product-finetune", "model-vocab-mismatch", "model-missing",

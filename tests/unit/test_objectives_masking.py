@@ -3,12 +3,14 @@
 Positions where the mask is False (prompt, padding, the last logits position) must not influence the
 loss or its gradient, whatever values they hold. A sequence without answer tokens is not a unit: it adds
 nothing to ``loss_sum`` or ``count`` (and never produces NaN); an all-empty batch gives loss 0, count 0.
+A pair objective (dpo) gets the batch's rows in reverse order as the alternate answers (row b paired with row
+B-1-b), so both its answers see the scrambled positions, and dropping a row drops the pairs it is in.
 """
 
 import pytest
 import torch
 
-from dsunlearn.objectives import OBJECTIVES, kl, nll, token_logprobs
+from dsunlearn.objectives import OBJECTIVES, PAIR, kl, nll, token_logprobs
 
 NAMES = sorted(OBJECTIVES)
 LOGPROB_NAMES = [n for n in NAMES if OBJECTIVES[n].inputs == "logprobs"]  # those that take logp, mask, ref_logp
@@ -41,6 +43,15 @@ def _scramble(x, where, seed):
     return torch.where(where.reshape(where.shape + (1,) * (x.dim() - where.dim())), noise, x)
 
 
+def _call(name, logp, mask, ref):
+    """The objective (or nll) on a batch; a pair objective with the reversed batch as the alternate answers."""
+    if name == "nll":
+        return nll(logp, mask)
+    spec = OBJECTIVES[name]
+    alt = (logp.flip(0), mask.flip(0), ref.flip(0)) if spec.answers == PAIR else ()
+    return spec.fn(logp, mask, ref, *alt)
+
+
 def _from_logits(name, x, ref_logits, labels):
     """The loss of objective or regulariser `name` on policy logits x, through the inputs the engine gives it."""
     if name == "kl":
@@ -49,7 +60,7 @@ def _from_logits(name, x, ref_logits, labels):
         return OBJECTIVES[name].fn(x, ref_logits, labels)
     logp, mask = token_logprobs(x, labels)
     ref, _ = token_logprobs(ref_logits, labels)
-    return nll(logp, mask) if name == "nll" else OBJECTIVES[name].fn(logp, mask, ref)
+    return _call(name, logp, mask, ref)
 
 
 def _loss_and_grad_from_logits(name, logits, ref_logits, labels):
@@ -85,11 +96,10 @@ def _logp_batch():
 def test_logp_values_off_the_mask_are_ignored(name):
     """Even values token_logprobs never emits there (large, positive) leave loss and gradient unchanged."""
     logp, mask, ref = _logp_batch()
-    fn = nll if name == "nll" else OBJECTIVES[name].fn
 
     def run(lp, rp):
         x = lp.clone().requires_grad_(True)
-        out = fn(x, mask, rp)
+        out = _call(name, x, mask, rp)
         (g,) = torch.autograd.grad(out.loss, x)
         return out, g
 

@@ -7,24 +7,36 @@ import torch
 
 from dsunlearn.config import ObjectiveConfig
 from dsunlearn.errors import ConfigError
-from dsunlearn.hyperparams import DATA_ARGS
+from dsunlearn.hyperparams import DATA_ARGS, PAIR_DATA_ARGS
 from dsunlearn.objectives import (
     OBJECTIVES,
+    PAIR,
     REGULARIZERS,
     LossTerms,
+    ObjectiveSpec,
+    dpo,
     get_objective,
     get_regularizer,
+    npo,
+    undial,
 )
 
 
 def test_names_and_reference_requirements():
-    assert set(OBJECTIVES) == {"ga", "graddiff", "npo", "simnpo", "wga", "tnpo", "wtnpo", "satimp", "undial"}
+    names = ["ga", "graddiff", "npo", "simnpo", "wga", "tnpo", "wtnpo", "satimp", "undial", "idk_nll", "dpo"]
+    assert list(OBJECTIVES) == names  # the order of the error messages and the docs tables
     needs_ref = {name for name, spec in OBJECTIVES.items() if spec.needs_reference}
-    assert needs_ref == {"npo", "tnpo", "wtnpo", "undial"}
+    assert needs_ref == {"npo", "tnpo", "wtnpo", "undial", "dpo"}
     # what the engine passes first, read from the signature: UNDIAL needs the whole vocabulary distribution
     assert {name for name, spec in OBJECTIVES.items() if spec.inputs == "logits"} == {"undial"}
     assert OBJECTIVES["undial"].needs_reference_logits and not OBJECTIVES["undial"].needs_reference_logprobs
-    assert OBJECTIVES["npo"].needs_reference_logprobs and not OBJECTIVES["npo"].needs_reference_logits
+    for name in ("npo", "dpo"):  # dpo: theta_o's log-probs of both answers, precomputed
+        assert OBJECTIVES[name].needs_reference_logprobs and not OBJECTIVES[name].needs_reference_logits
+    # what each objective's log-probs score: the forget answers, or refusal answers (idk_nll), or both (dpo)
+    assert {name: spec.answers for name, spec in OBJECTIVES.items() if spec.answers != "forget"} == {
+        "idk_nll": "alternate",
+        "dpo": "pair",
+    }
     assert REGULARIZERS["kl"].needs_reference and not REGULARIZERS["nll"].needs_reference
     assert REGULARIZERS["kl"].inputs == "logits" and REGULARIZERS["nll"].inputs == "logprobs"
     assert dict(REGULARIZERS["kl"].defaults) == {"positions": "answer"}
@@ -41,12 +53,14 @@ def test_defaults_follow_methods_and_the_function_signatures():
         "wtnpo": {"alpha": 1.5, "beta": 4.0, "eps": 1e-5},
         "satimp": {"beta1": 5.0, "beta2": 1.0},  # open-unlearning's SatImp
         "undial": {"beta": 10.0, "positions": "answer"},  # the paper's beta (and open-unlearning's UNDIAL.yaml)
+        "idk_nll": {},
+        "dpo": {"beta": 0.1},  # open-unlearning's configs/trainer/DPO.yaml
     }
     for name, spec in OBJECTIVES.items():
         assert dict(spec.defaults) == expected[name], name
         params = inspect.signature(spec.fn).parameters
-        data_args = DATA_ARGS[spec.inputs]
-        assert tuple(params)[:3] == data_args, name
+        data_args = PAIR_DATA_ARGS if spec.answers == PAIR else DATA_ARGS[spec.inputs]
+        assert tuple(params)[: len(data_args)] == data_args, name
         sig_defaults = {k: p.default for k, p in params.items() if k not in data_args}
         assert sig_defaults == expected[name], name
         assert spec.paper.startswith("https://arxiv.org/abs/"), name
@@ -69,16 +83,31 @@ def test_every_spec_runs_with_the_uniform_call_and_declares_its_unit():
         if spec.inputs == "logits":
             out = spec.fn(logits, ref_logits if spec.needs_reference else None, labels, **spec.resolve())
         else:
-            out = spec.fn(logp, mask, ref if spec.needs_reference else None, **spec.resolve())
+            args = (logp, mask, ref if spec.needs_reference else None)
+            out = spec.fn(*args, *(args if spec.answers == PAIR else ()), **spec.resolve())
         assert isinstance(out, LossTerms) and out.unit == spec.unit, spec.name
+
+
+def test_a_spec_declares_the_answers_its_function_takes():
+    with pytest.raises(TypeError, match="answers must be one of"):
+        ObjectiveSpec("x", npo, True, answers="refusal")
+    with pytest.raises(TypeError, match="does not take"):
+        ObjectiveSpec("x", npo, True, unit="sequence", answers="pair")
+    with pytest.raises(TypeError, match="answers='forget' but its function takes"):
+        ObjectiveSpec("x", dpo, True, unit="sequence")
+    with pytest.raises(TypeError, match="unit='sequence'"):
+        ObjectiveSpec("x", dpo, True, answers="pair")
+    # a logits objective's reference runs on the forget batch: it cannot read the refusals instead
+    with pytest.raises(TypeError, match="a logits objective scores the forget answers"):
+        ObjectiveSpec("x", undial, True, answers="alternate")
 
 
 def test_unknown_names_raise_config_error_listing_allowed_names():
     assert get_objective("npo") is OBJECTIVES["npo"]
     with pytest.raises(ConfigError) as err:
-        get_objective("dpo")
+        get_objective("rmu")
     msg = str(err.value)
-    assert "\n" not in msg and "'dpo'" in msg
+    assert "\n" not in msg and "'rmu'" in msg
     assert all(name in msg for name in OBJECTIVES)
     with pytest.raises(ConfigError, match="nll, kl"):
         get_regularizer("l2")
