@@ -1,10 +1,10 @@
 """`dsunlearn demo`: the whole pipeline on the embedded default, offline, on CPU (or GPUs).
 
 Synthetic authors -> tokenizer + tiny Llama -> fine-tune the target and retain models -> TOFU eval of both ->
-unlearning with GA, GradDiff, NPO, WGA, TNPO, each alone and with GRU (G-effect logged online) -> UIPE alpha
-sweep on WGA -> offline G-effect over NPO+GRU's checkpoints -> results table, summary.json, report.md and
-plots. All phases run in ONE process group (`--nproc N` relaunches itself under torchrun once), so the
-DeepSpeed start-up cost is paid once.
+unlearning with GA, GradDiff, NPO, WGA, TNPO, each alone and with GRU, and the IdkDPO and UNDIAL baselines
+(G-effect logged online) -> UIPE alpha sweep on WGA -> offline G-effect over NPO+GRU's checkpoints -> results
+table, summary.json, report.md and plots. All phases run in ONE process group (`--nproc N` relaunches itself
+under torchrun once), so the DeepSpeed start-up cost is paid once.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from dsunlearn.rundir import claim, foreign_entry, on_main, read_marker, record_
 from dsunlearn.runlock import LOCK_FILE
 
 RUNS = [("ga", False), ("ga", True), ("graddiff", False), ("graddiff", True), ("npo", False), ("npo", True),
-        ("wga", False), ("wga", True), ("tnpo", False), ("tnpo", True)]  # fmt: skip
+        ("wga", False), ("wga", True), ("tnpo", False), ("tnpo", True),
+        ("dpo", False), ("undial", False)]  # fmt: skip  # the two baselines (IdkDPO, UNDIAL) alone
 # UIPE extrapolates a run that forgot too little: WGA keeps utility near the fine-tuned model's (headroom).
 SWEEP_RUN, SWEEP_ALPHAS = "wga", [0.1, 0.25, 0.5, 1.0]  # small steps: large ones collapse utility
 GEFFECT_RUN = "npo_gru"
