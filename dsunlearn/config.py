@@ -247,7 +247,9 @@ class EvalConfig:
     max_new_tokens: int | None = _f(None, "generation: extra cap on new tokens (null = none, as TOFU)")
     batch_size: int = _f(30, "eval batch per rank (TOFU: 30)")
     retain_log: str | None = _f(
-        None, "TOFU-format eval log of the retain model: forget quality, and PrivLeak's reference (its TOFU_EVAL.json)"
+        None,
+        "the retain model's eval log (TOFU's format with its TOFU_EVAL.json, or open-unlearning's TOFU_EVAL.json /"
+        " MUSE_EVAL.json): forget quality, and PrivLeak's reference",
     )
     mia: bool = _f(
         True,

@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--from-log", metavar="LOG", help="only aggregate this eval log (file or directory)")
     p.add_argument("--config", "-c", default=None, help="YAML or shipped config name: data and eval.* settings")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. eval.max_items=100")
-    p.add_argument("--retain-log", metavar="LOG", help="the retain model's TOFU log: adds forget quality")
+    retain = "the retain model's log (ours, TOFU's or open-unlearning's): forget quality, PrivLeak's reference"
+    p.add_argument("--retain-log", metavar="LOG", help=retain)
     p.add_argument("--output-dir", metavar="DIR", help="eval files go to DIR/eval (default: the model dir's parent)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DIR/eval")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")

@@ -3,9 +3,10 @@ reference-model attack (pure: entries in, entries out; no torch).
 
 PrivLeak = (AUC - AUC_ref) / AUC_ref x 100 with MUSE's AUC (`eval.mia.muse_auc`) of the Min-K% scores of
 privleak/forget (label 0) vs privleak/holdout (label 1). The reference, in this order: ``data.muse.auc_retrain``
-when set; the retrained model's own log when given (its ``privleak`` entry, or open-unlearning's
-``mia_min_k``, whose AUC is the other convention: `muse_auc_of` converts); MUSE's published AUC_RETRAIN of the
-corpus. The entry records which one was used (``reference``) and both AUCs.
+when set; the retrained model's own log when given (its ``privleak`` entry where that is ours, else
+``mia_min_k``, whose AUC is the other convention: `muse_auc_of` converts; open-unlearning's ``MUSE_EVAL.json``
+has both, its ``privleak`` holding only the PrivLeak %, so its ``mia_min_k`` is read); MUSE's published
+AUC_RETRAIN of the corpus. The entry records which one was used (``reference``) and both AUCs.
 
 ``mia_reference`` (open-unlearning's reference attack with the retrained model as reference, as its
 ``muse-bench/MUSE-<corpus>_retrain``): per privleak/forget and privleak/holdout text, this model's ``mia_loss``
@@ -36,13 +37,20 @@ def config_reference(data_cfg: DataConfig) -> tuple[float, str]:
     return mia.MUSE_AUC_RETRAIN[m.corpus], f"muse_bench AUC_RETRAIN['{m.corpus}'] (no retrained model's log)"
 
 
+def _holds_auc(entry: Mapping) -> bool:
+    """Whether a ``privleak`` entry is ours (an ``auc``, or the per-item scores of both sets): open-unlearning's
+    is ``{"agg_value": PrivLeak %}`` alone, against the reference of its own run, and holds no AUC."""
+    return "auc" in entry or all(isinstance(entry.get(s), Mapping) for s in ("forget", "holdout"))
+
+
 def log_reference(retain_log: Mapping) -> tuple[float, str] | None:
     """The reference AUC from the retrained model's log: its ``privleak`` entry (ours: per-item Min-K% scores,
-    else its ``auc``) or open-unlearning's ``mia_min_k`` (per-item scores, else ``1 - agg_value``); None if it
-    has neither. DataError (one line) for an entry whose numbers are unusable."""
+    else its ``auc``) or ``mia_min_k`` (open-unlearning's ``MUSE_EVAL.json`` has it, with a ``privleak`` entry
+    that holds only its PrivLeak %, skipped; per-item scores, else ``1 - agg_value``); None if it has neither.
+    DataError (one line) for an entry whose numbers are unusable, or an open-unlearning ``privleak`` alone."""
     for key in ("privleak", "mia_min_k"):
         entry = retain_log.get(key)
-        if not isinstance(entry, Mapping):
+        if not isinstance(entry, Mapping) or (key == "privleak" and not _holds_auc(entry)):
             continue
         view = dict(entry)
         if key == "privleak":  # its agg_value is the PrivLeak %, its AUC is under "auc" (MUSE convention)
@@ -58,6 +66,12 @@ def log_reference(retain_log: Mapping) -> tuple[float, str] | None:
             raise DataError(f"the retrained model's log: '{key}' gives an AUC of {auc:.4g}, not in [0, 1]; "
                             "re-evaluate that model with `dsunlearn eval`")  # fmt: skip
         return auc, f"retain_log ({key})"
+    if isinstance(retain_log.get("privleak"), Mapping):
+        raise DataError(
+            "the retrained model's log: its 'privleak' holds only a PrivLeak % (open-unlearning's entry, against "
+            "its own run's reference), no AUC, and it has no 'mia_min_k'; give that model's whole MUSE_EVAL.json "
+            "(with mia_min_k), or set data.muse.auc_retrain"
+        )
     return None
 
 

@@ -65,7 +65,11 @@ class MuseSuite(Suite):
             log = self.load_log(path)
         except DataError as e:
             raise DataError(f"{key}: {e}") from None
-        if log_reference(log) is None:
+        try:
+            ref = log_reference(log)
+        except DataError as e:  # its message names no file: this one does
+            raise DataError(f"{key}='{path}': {e}") from None
+        if ref is None:
             raise DataError(
                 f"{key}='{path}' has no 'privleak' or 'mia_min_k' entry, so it cannot give PrivLeak's reference; "
                 "give the retrained model's MUSE log (dsunlearn eval of it) or set data.muse.auc_retrain"

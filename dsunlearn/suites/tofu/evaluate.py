@@ -156,7 +156,9 @@ def evaluate(module, tokenizer, data_cfg: DataConfig, eval_cfg: EvalConfig) -> d
 def _as_log(retain_log: Mapping[str, Any] | str | os.PathLike[str] | None) -> Mapping[str, Any] | None:
     if retain_log is None or isinstance(retain_log, Mapping):
         return retain_log
-    return mia_log.load_log(retain_log, splits=(tofu_log.FORGET,))
+    from dsunlearn.suites.tofu.ou_log import load_retain_log
+
+    return load_retain_log(retain_log)  # dsunlearn's / TOFU's log, or open-unlearning's TOFU_EVAL.json
 
 
 def write_eval(

@@ -51,6 +51,8 @@ SPLITS: tuple[str, ...] = (RETAIN, REAL_AUTHORS, WORLD_FACTS, FORGET)
 AGGREGATED_FILE = "eval_log_aggregated.json"  # TOFU writes the merged log under this name
 
 REQUIRED_KEYS: tuple[str, ...] = ("avg_gt_loss", "average_perturb_loss", "avg_paraphrased_loss", "rougeL_recall")
+# What forget quality reads of the retain model's forget split (its truth ratios): all a retain log must hold.
+TRUTH_RATIO_KEYS: tuple[str, ...] = ("avg_paraphrased_loss", "average_perturb_loss")
 KEY_ORDER: tuple[str, ...] = (
     "avg_gt_loss", "gt_loss", "num_token_gt", "generated_text", "rouge1_recall", "rougeL_recall",
     "average_perturb_loss", "avg_paraphrased_loss", "truth_ratio", "paraphrased_loss", "perturb_loss",
@@ -138,7 +140,8 @@ def save_log(path: str | os.PathLike[str], log: Mapping[str, Any]) -> Path:
     return atomic_write_text(path, json.dumps(log, indent=4, default=_json_default) + "\n")
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """The JSON value in the file at `path`; DataError (one line) for an unreadable or non-JSON file."""
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -170,13 +173,13 @@ def load_log(path: str | os.PathLike[str], *, splits: Iterable[str] = SPLITS, va
                     f"{p}: missing {', '.join(missing)} (found {', '.join(found)}); "
                     "evaluate every TOFU split into this directory"
                 )
-            log = {s: _read_json(p / s) for s in found}
+            log = {s: read_json(p / s) for s in found}
         elif (p / AGGREGATED_FILE).is_file():
-            log = _read_json(p / AGGREGATED_FILE)
+            log = read_json(p / AGGREGATED_FILE)
         else:
             raise DataError(f"{p}: no TOFU eval log here; expected {', '.join(SPLITS)} or {AGGREGATED_FILE}")
     elif p.is_file():
-        log = _read_json(p)
+        log = read_json(p)
         if p.name in SPLITS and isinstance(log, dict) and p.name not in log and "avg_gt_loss" in log:
             log = {p.name: log}
     else:
@@ -186,16 +189,24 @@ def load_log(path: str | os.PathLike[str], *, splits: Iterable[str] = SPLITS, va
     return log
 
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """A finite real number, numpy scalars included, bools not."""
     # numpy scalars too; NaN and inf are refused: every metric of a real evaluation is finite, and one NaN would
     # make model utility or forget quality NaN (and the --json output invalid JSON)
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def validate_log(log: Any, path: str | os.PathLike[str] | None = None, *, splits: Iterable[str] = SPLITS) -> None:
+def validate_log(
+    log: Any,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    splits: Iterable[str] = SPLITS,
+    keys: Sequence[str] = REQUIRED_KEYS,
+) -> None:
     """Raise ``DataError`` (one line: what, where, how to fix) unless ``log`` has, for every split in
-    ``splits``, the ``REQUIRED_KEYS`` as non-empty dicts over the same item indices, with numbers where
-    numbers belong and a non-empty list per item in ``average_perturb_loss``."""
+    ``splits``, the metrics ``keys`` (``REQUIRED_KEYS``; a retain log: ``TRUTH_RATIO_KEYS``) as non-empty dicts
+    over the same item indices, with numbers where numbers belong and a non-empty list per item in
+    ``average_perturb_loss``."""
     where = str(path) if path is not None else "eval log"
     if not isinstance(log, Mapping):
         raise DataError(
@@ -203,7 +214,7 @@ def validate_log(log: Any, path: str | os.PathLike[str] | None = None, *, splits
         )
     for split in splits:
         if split not in log:
-            if any(k in log for k in REQUIRED_KEYS):
+            if any(k in log for k in keys):
                 hint = "this looks like a single split file: pass the directory holding all split files, or merge them"
             else:
                 hint = f"evaluate all TOFU splits (have: {', '.join(map(str, log)) or 'none'})"
@@ -211,29 +222,27 @@ def validate_log(log: Any, path: str | os.PathLike[str] | None = None, *, splits
         sl = log[split]
         if not isinstance(sl, Mapping):
             raise DataError(f"{where}: split '{split}' must be an object of metrics, got {type(sl).__name__}; {_FIX}")
-        for key in REQUIRED_KEYS:
+        for key in keys:
             if key not in sl:
-                raise DataError(
-                    f"{where}: split '{split}' lacks metric '{key}' (needs {', '.join(REQUIRED_KEYS)}); {_FIX}"
-                )
+                raise DataError(f"{where}: split '{split}' lacks metric '{key}' (needs {', '.join(keys)}); {_FIX}")
             if not isinstance(sl[key], Mapping) or not sl[key]:
                 raise DataError(
                     f"{where}: split '{split}', metric '{key}' must be a non-empty object keyed by item index; {_FIX}"
                 )
-        ref = sl[REQUIRED_KEYS[0]]
-        for key in REQUIRED_KEYS[1:]:
+        ref = sl[keys[0]]
+        for key in keys[1:]:
             if sl[key].keys() != ref.keys():
                 odd = sorted(set(sl[key]) ^ set(ref), key=str)[:3]
                 raise DataError(
-                    f"{where}: split '{split}': '{key}' has {len(sl[key])} items, '{REQUIRED_KEYS[0]}' has {len(ref)} "
+                    f"{where}: split '{split}': '{key}' has {len(sl[key])} items, '{keys[0]}' has {len(ref)} "
                     f"(e.g. index {', '.join(map(str, odd))} not in both); {_FIX}"
                 )
-        for key in REQUIRED_KEYS:
+        for key in keys:
             for idx, v in sl[key].items():
                 ok = (
-                    isinstance(v, (list, tuple)) and len(v) > 0 and all(map(_is_number, v))
+                    isinstance(v, (list, tuple)) and len(v) > 0 and all(map(is_number, v))
                     if key == "average_perturb_loss"
-                    else _is_number(v)
+                    else is_number(v)
                 )
                 if not ok:
                     want = "a non-empty list of finite numbers" if key == "average_perturb_loss" else "a finite number"
@@ -244,13 +253,14 @@ def validate_log(log: Any, path: str | os.PathLike[str] | None = None, *, splits
 
 
 def check_compatible(log: Mapping[str, Any], retain_log: Mapping[str, Any]) -> None:
-    """Raise ``DataError`` unless both logs' forget splits have the same number of items.
+    """Raise ``DataError`` unless both logs' forget splits are valid (the retain log's: what forget quality
+    reads, ``TRUTH_RATIO_KEYS``) and have the same number of items.
 
     Forget quality compares the unlearned model with the retain-only model on the same forget split; a
     count mismatch means different splits (e.g. forget05 against forget10) or a different item cap.
     """
     validate_log(log, "unlearned-model log", splits=(FORGET,))
-    validate_log(retain_log, "retain-model log", splits=(FORGET,))
+    validate_log(retain_log, "retain-model log", splits=(FORGET,), keys=TRUTH_RATIO_KEYS)
     n, m = (len(lg[FORGET]["avg_paraphrased_loss"]) for lg in (log, retain_log))
     if n != m:
         raise DataError(

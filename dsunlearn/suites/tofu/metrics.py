@@ -254,8 +254,9 @@ def _column(split_log: Mapping[str, Mapping[Any, Any]], key: str, order: list[An
 
 
 def split_truth_ratio_stats(split_log: Mapping[str, Mapping[Any, Any]]) -> np.ndarray:
-    """Per-item ``r`` [N] of one split of a TOFU log (the input of :func:`forget_quality`)."""
-    order = list(split_log["avg_gt_loss"])
+    """Per-item ``r`` [N] of one split of a TOFU log (the input of :func:`forget_quality`); reads only
+    ``TRUTH_RATIO_KEYS``, all a retain log needs (open-unlearning's, converted by ``ou_log``, has no more)."""
+    order = list(split_log["avg_paraphrased_loss"])
     return truth_ratio_stat(
         _column(split_log, "avg_paraphrased_loss", order), _column(split_log, "average_perturb_loss", order)
     )
@@ -294,8 +295,7 @@ def aggregate(log: Mapping[str, Any], retain_log: Mapping[str, Any] | None = Non
             out[f"{prefix}_{m}"] = v
     out["model_utility"] = model_utility([out[k] for k in UTILITY_KEYS])
     if retain_log is not None:
-        validate_log(retain_log, "retain-model log", splits=(FORGET,))
-        check_compatible(log, retain_log)
+        check_compatible(log, retain_log)  # validates the retain log's forget truth-ratio inputs
         ks = _ks(split_truth_ratio_stats(log[FORGET]), split_truth_ratio_stats(retain_log[FORGET]))
         out["forget_quality"] = float(ks.pvalue)
         out["forget_ks_statistic"] = float(ks.statistic)

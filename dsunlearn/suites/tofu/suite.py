@@ -1,7 +1,7 @@
 """TOFU as a `Suite`: the interface of ``suites/base.py`` over this package's modules, each keeping its job
 (``data`` loads and validates splits, ``evaluate`` runs the evaluation, ``log`` and ``metrics`` own the log
 format and its numbers, ``mia_eval`` and ``mia_log`` the membership-inference part and its file, ``summary``
-prints, ``retain_check`` checks the retain model's log)."""
+prints, ``ou_log`` reads open-unlearning's log as the retain model's, ``retain_check`` checks that log)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dsunlearn.suites.base import FORGET, QA, SUMMARY_FILE, UTILITY, Headline, Suite, TrainingSet
-from dsunlearn.suites.tofu import data, metrics, mia_log, retain_check, summary
+from dsunlearn.suites.tofu import data, metrics, mia_log, ou_log, retain_check, summary
 from dsunlearn.suites.tofu import log as tofu_log
 
 
@@ -63,8 +63,11 @@ class TofuSuite(Suite):
         return (*tofu_log.SPLITS, tofu_log.AGGREGATED_FILE, mia_log.MIA_FILE, SUMMARY_FILE)
 
     def load_log(self, path: str | os.PathLike[str], forget_only: bool = False) -> dict:
-        # with the MIA part next to it where there is one (a retain log: PrivLeak's reference)
-        return mia_log.load_log(path, splits=(tofu_log.FORGET,) if forget_only else tofu_log.SPLITS)
+        # with the MIA part next to it where there is one (a retain log: PrivLeak's reference); a retain log
+        # (forget_only) may also be open-unlearning's TOFU_EVAL.json, converted
+        if forget_only:
+            return ou_log.load_retain_log(path)
+        return mia_log.load_log(path, splits=tofu_log.SPLITS)
 
     def summarize(self, log: Any, retain_log: Any = None) -> dict[str, float]:
         return metrics.aggregate(log, retain_log)
