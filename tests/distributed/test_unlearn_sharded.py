@@ -12,8 +12,9 @@ batch in float64 on one process. Tests below only compare:
 2. G-effect every step (ga alone; graddiff and npo together with GRU) on ZeRO-1/2 / partitioned ZeRO-3:
    per-group values sum to the totals and equal the reference (<= 1e-5 relative); for ga e_u = -||grad L_u||^2.
 3. World-size invariance: npo + GRU, AdamW, 1 rank x (micro 4, accum 2) == 2 ranks x (micro 4, accum 1); the same
-   on partitioned ZeRO-3 for satimp and undial (the logits objective: a frozen reference engine run on every
-   forget micro-batch, here also serving a KL retain term), with the G-effect every step.
+   on partitioned ZeRO-3 for satimp, undial (the logits objective: a frozen reference engine run on every
+   forget micro-batch, here also serving a KL retain term) and idk_nll (the refusal answers), with the G-effect
+   every step.
 4. One GRU variant on partitioned ZeRO-3, SGD <= 1e-6 over 5 steps, in a spawn of its own: the combined
    projection (GA + lambda retain NLL rectified together, the GRU code's gd_gru), the EMA of the retain KL's
    gradient (a backward of its own, L_reg being the NLL), and a cosine clip; flags and cosines as the reference's.
@@ -41,7 +42,8 @@ LR = {"sgd": 0.1, "adamw": 1e-3}
 GRU_OBJECTIVES = ("graddiff", "npo")
 # objectives checked for world-size invariance alone (no float64 reference of their own), with extra overrides:
 # satimp's beta1 lowered so that its weights p^beta1 (1 - p) are not ~1e-13 on the untrained tiny model
-WORLD_ONLY = {"satimp": ["objective.beta1=0.5"], "undial": ["objective.retain_loss=kl"]}
+WORLD_ONLY = {"satimp": ["objective.beta1=0.5"], "undial": ["objective.retain_loss=kl"],
+              "idk_nll": []}  # fmt: skip  # idk_nll: the refusal half of the paired batches alone
 STAGES = ("z1", "z2", "z3")
 SGD_ATOL = 1e-6
 

@@ -11,7 +11,13 @@ def test_ci_runs_the_readme_commands_verbatim():
     install = 'pip install torch==2.13.0 && pip install -e ".[test,wandb]"'
     test = "python -m pytest -q"
     assert f"```bash\n{install}\n```" in readme and f"```bash\n{test}\n```" in readme
-    assert f"{install} || exit 1" in ci and f"\n{test}\n" in ci
+    assert f"{install} || exit 1" in ci and f'\n{test} -m ""\n' in ci  # CI: the default run and the slow tests
+    assert f'`{test} -m ""`' in readme
+
+
+def test_the_default_run_leaves_out_only_the_slow_tests():
+    ini = (ROOT / "pytest.ini").read_text()
+    assert 'addopts = -m "not slow"' in ini and "slow:" in ini
 
 
 def test_ci_lints_and_format_checks_after_the_tests():
