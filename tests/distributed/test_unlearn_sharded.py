@@ -308,7 +308,9 @@ def test_world_size_invariance_gru_adamw(two_rank, one_rank, reference, objectiv
             assert a["geffect_u"] == pytest.approx(b["geffect_u"], rel=1e-4)
             assert a["grad_norm_objective"] == pytest.approx(b["grad_norm_objective"], rel=1e-5)
             assert b["grad_norm_objective"] > 1e-3
-    if "geffect_u" in two["records"][0]:  # at theta_o the forget risk rises along the objective's gradient
+    # At theta_o the forget risk rises along an ascent objective's gradient; idk_nll descends on the refusals,
+    # which need not make the forget answers less likely (on this untrained model it makes them likelier).
+    if "geffect_u" in two["records"][0] and objective != "idk_nll":
         assert two["records"][0]["geffect_u"] < 0
     assert diff <= 1e-5, f"1 rank x accum 2 vs 2 ranks: {diff:.3g}"
 
