@@ -25,6 +25,21 @@ from ._common import chunk_len, compute_dtype
 TeacherLoss = Literal["kl", "ce"]
 
 
+def check_logit_inputs(name: str, logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor,
+                       positions: str) -> None:  # fmt: skip
+    """ValueError naming objective `name` unless logits and ref_logits are both [B, T, V], labels [B, T] and
+    `positions` is "answer" or "all" (the inputs of every loss over the vocabulary: kl, undial)."""
+    if logits.dim() != 3 or ref_logits.shape != logits.shape:
+        raise ValueError(
+            f"{name}: policy and reference logits must both be [B, T, V], "
+            f"got {tuple(logits.shape)} and {tuple(ref_logits.shape)}"
+        )
+    if labels.shape != logits.shape[:2]:
+        raise ValueError(f"{name}: labels must be [B, T] = {tuple(logits.shape[:2])}, got {tuple(labels.shape)}")
+    if positions not in ("answer", "all"):
+        raise ValueError(f"{name}: positions must be 'answer' or 'all', got {positions!r}")
+
+
 def _teacher_logits(ref: torch.Tensor, index: torch.Tensor | None, shift: float, s: int, e: int, cdt) -> torch.Tensor:
     """ref[:, s:e] upcast, with ``shift`` subtracted at ``index[:, s:e]`` (out of place: ``ref`` is never written)."""
     x = ref[:, s:e].to(cdt)

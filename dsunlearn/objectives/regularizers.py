@@ -11,7 +11,7 @@ import torch
 from dsunlearn.hyperparams import Positions
 
 from ._common import check_inputs, finish, masked, mean_of, stats_of, token_terms
-from .distill import teacher_loss
+from .distill import check_logit_inputs, teacher_loss
 from .logprobs import IGNORE_INDEX
 from .types import LossTerms
 
@@ -69,15 +69,7 @@ def kl(
     Example (V = 2, one position): ref logits (0, 0) -> p_ref = (1/2, 1/2); policy logits (0, ln 3)
     -> p_theta = (1/4, 3/4); KL = 1/2 ln 2 + 1/2 ln 2/3 = 1/2 ln 4/3 = 0.143841.
     """
-    if policy_logits.dim() != 3 or ref_logits.shape != policy_logits.shape:
-        raise ValueError(
-            f"kl: policy and reference logits must both be [B, T, V], "
-            f"got {tuple(policy_logits.shape)} and {tuple(ref_logits.shape)}"
-        )
-    if labels.shape != policy_logits.shape[:2]:
-        raise ValueError(f"kl: labels must be [B, T] = {tuple(policy_logits.shape[:2])}, got {tuple(labels.shape)}")
-    if positions not in ("answer", "all"):
-        raise ValueError(f"kl: positions must be 'answer' or 'all', got {positions!r}")
+    check_logit_inputs("kl", policy_logits, ref_logits, labels, positions)
     # Chunked with a recomputing backward (d kl_t / d policy_logits[t] = p_theta - p_ref): no float32 [B, T, V]
     # tensor is kept for the backward. The reference logits are a constant.
     per_pos = teacher_loss(policy_logits, ref_logits, "kl", chunk_size=chunk_size)  # [B, T]

@@ -12,7 +12,7 @@ import torch
 from dsunlearn.hyperparams import LogitShift, Positions
 
 from ._common import finish, masked, mean_of, stats_of
-from .distill import teacher_loss
+from .distill import check_logit_inputs, teacher_loss
 from .logprobs import IGNORE_INDEX
 from .types import LossTerms
 
@@ -61,15 +61,7 @@ def undial(
         loss = -(1/2 ln 1/4 + 1/2 ln 3/4) = 1/2 ln 16/3 = 0.836988;  gradient p - q = (-1/4, +1/4):
         descent lowers the label's logit.
     """
-    if logits.dim() != 3 or ref_logits.shape != logits.shape:
-        raise ValueError(
-            f"undial: policy and reference logits must both be [B, T, V], "
-            f"got {tuple(logits.shape)} and {tuple(ref_logits.shape)}"
-        )
-    if labels.shape != logits.shape[:2]:
-        raise ValueError(f"undial: labels must be [B, T] = {tuple(logits.shape[:2])}, got {tuple(labels.shape)}")
-    if positions not in ("answer", "all"):
-        raise ValueError(f"undial: positions must be 'answer' or 'all', got {positions!r}")
+    check_logit_inputs("undial", logits, ref_logits, labels, positions)
     if beta <= 0:
         raise ValueError(f"undial: beta must be > 0, got {beta}")
     shifted = labels[:, 1:]

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from dsunlearn.objectives.logprobs import IGNORE_INDEX, mean_nll, sequence_logprob, token_logprobs
+from helpers.saved_tensors import saved_large
 
 
 def _batch(b=3, t=7, v=11, dtype=torch.float64, seed=0):
@@ -82,15 +83,8 @@ def test_no_float32_vocab_sized_copy_is_kept_for_backward(dtype):
     """Autograd keeps only the input logits themselves (no upcast [B, T, V] softmax/log_softmax copy)."""
     logits, labels = _batch(b=2, t=16, v=64, dtype=dtype)
     logits.requires_grad_(True)
-    big = []
-
-    def pack(x):
-        if x.numel() >= logits.shape[0] * (logits.shape[1] - 1) * logits.shape[2]:
-            big.append((x.dtype, x.data_ptr()))
-        return x
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
-        logp, _ = token_logprobs(logits, labels, chunk_size=4)
+    n = logits.shape[0] * (logits.shape[1] - 1) * logits.shape[2]
+    (logp, _), big = saved_large(lambda: token_logprobs(logits, labels, chunk_size=4), n)
     assert big == [(dtype, logits.data_ptr())]
     logp.sum().backward()
 

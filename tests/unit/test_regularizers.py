@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from dsunlearn.objectives import ga, kl, nll
+from helpers.saved_tensors import saved_large
 
 TOL = {"rtol": 0, "atol": 1e-10}
 
@@ -132,16 +133,8 @@ def test_kl_low_precision_inputs(dtype):
 def test_kl_keeps_no_float32_vocab_sized_copy_for_backward():
     policy, ref, labels = _batch(dtype=torch.bfloat16, b=2, t=16, v=64)
     x = policy.clone().requires_grad_(True)
-    big = []
-
-    def pack(t):
-        if t.numel() >= 2 * 15 * 64:
-            big.append(t.dtype)
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = kl(x, ref, labels, chunk_size=4)
-    assert torch.float32 not in big and torch.float64 not in big
+    out, big = saved_large(lambda: kl(x, ref, labels, chunk_size=4), 2 * 15 * 64)
+    assert not {torch.float32, torch.float64} & {d for d, _ in big}
     out.loss.backward()
 
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from dsunlearn.objectives import kl, undial
+from helpers.saved_tensors import saved_large
 
 LN = math.log
 TOL = {"rtol": 0, "atol": 1e-12}
@@ -138,17 +139,9 @@ def test_low_precision_inputs_and_no_float32_vocab_sized_copy(dtype, monkeypatch
     logits, ref, labels = _batch(6, b=2, t=16, v=64, dtype=dtype)
     monkeypatch.setattr(common, "CHUNK_ELEMENTS", 4 * 2 * 64)  # 4 positions per chunk
     x = logits.clone().requires_grad_(True)
-    big = []
-
-    def pack(t):
-        if t.numel() >= 2 * 15 * 64:
-            big.append(t.dtype)
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = undial(x, ref, labels)
+    out, big = saved_large(lambda: undial(x, ref, labels), 2 * 15 * 64)
     if dtype == torch.bfloat16:
-        assert torch.float32 not in big and torch.float64 not in big
+        assert not {torch.float32, torch.float64} & {d for d, _ in big}
     assert out.loss.dtype == torch.float32
     expected = _reference(logits, ref, labels, 10.0)
     torch.testing.assert_close(out.loss.double(), expected, rtol=0, atol=1e-5)
