@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import tempfile
 import traceback
 
@@ -29,6 +30,8 @@ def _worker(local_rank, world_size, port, fn, args, out_dir):
     import torch
 
     torch.set_num_threads(1)
+    import torch.distributed as dist
+
     try:
         from dsunlearn.dist import init_distributed
 
@@ -36,15 +39,20 @@ def _worker(local_rank, world_size, port, fn, args, out_dir):
         result = fn(*args)
         with open(os.path.join(out_dir, f"rank{local_rank}.pkl"), "wb") as f:
             pickle.dump(result, f)
+        if dist.is_initialized():
+            dist.barrier()  # no rank tears its group down while another still talks to it
     except BaseException:
         with open(os.path.join(out_dir, f"rank{local_rank}.err"), "w") as f:
             f.write(traceback.format_exc())
         raise
     finally:
-        import torch.distributed as dist
-
         if dist.is_initialized():
             dist.destroy_process_group()
+    # The result is on disk: leave without the interpreter's teardown, where a native thread still joinable at
+    # static destruction once aborted a finished worker ("terminate called without an active exception").
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def run_distributed(fn, world_size: int = 2, *args):
