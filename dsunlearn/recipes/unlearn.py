@@ -235,9 +235,9 @@ class UnlearnRun:
         plan = StepPlan.for_step(step, self.cfg, self.spec, self.regularizer)
         batch = self.step_batch(step, plan)
         coef_forget, coef_retain = plan.loss_coefs
-        ref_logits = self.ref_model.logits if self.ref_model is not None else None
-        n_micro = self.accum * self.world
-        objective = objective_loss(self.spec, self.params, coef_forget, batch.forget_units, ref_logits, n_micro)
+        objective = objective_loss(
+            self.spec, self.params, coef_forget, batch.forget_units, self._ref_logits, self.accum * self.world
+        )
         regularizer = None
         if self.regularizer:
             regularizer = self._retain_loss(self.regularizer, self.regularizer_params, coef_retain, batch)
@@ -263,8 +263,12 @@ class UnlearnRun:
 
     def _retain_loss(self, spec: RegularizerSpec, params: dict, coef: float, batch: StepBatch) -> LossFn:
         """coef x a retain-batch loss (the retain term, or the KL GRU's EMA reads) as a global-batch mean."""
-        ref_logits = self.ref_model.logits if self.ref_model is not None else None
-        return regularizer_loss(spec, params, coef, batch.retain_tokens, ref_logits, self.accum * self.world)
+        return regularizer_loss(spec, params, coef, batch.retain_tokens, self._ref_logits, self.accum * self.world)
+
+    @property
+    def _ref_logits(self):
+        """theta_o's logits on a micro-batch (`ReferenceModel.logits`), or None when no loss needs them."""
+        return self.ref_model.logits if self.ref_model is not None else None
 
     def _backward_combined(self, batch: StepBatch, objective: LossFn, regularizer: LossFn | None) -> LossSums:
         """gamma L_f (+ lambda L_reg) into the same gradient buffers: one reduction, nothing read."""
