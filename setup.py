@@ -34,6 +34,8 @@ setup(
         "matplotlib>=3.7",
         "tqdm>=4.60",
         "pyyaml>=6.0",
+        # LoRA and other adapters (model.adapter): peft wraps the HF model; its adapter format is what we save.
+        "peft>=0.13",
     ],
     extras_require={
         # ruff: CI (.ci/run) lints and format-checks after the tests; its formatter's style changes between
