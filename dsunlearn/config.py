@@ -183,7 +183,9 @@ class ObjectiveConfig:
     )
     gamma: float = _f(1.0, "coefficient of the forget loss")
     lambda_: float = _f(1.0, "coefficient of the retain regulariser (YAML key: lambda)")
-    retain_loss: str = _f("auto", "retain regulariser; auto = objective's default", ("auto", "none", "nll", "kl"))
+    retain_loss: str = _f(
+        "auto", "retain regulariser; auto = objective's default", ("auto", "none", "nll", "kl", "embed_diff")
+    )
     kl_positions: str = _f("answer", "positions the KL regulariser averages over", ("answer", "all"))
     params: dict = field(
         default_factory=dict,
@@ -355,6 +357,16 @@ def _check_hyperparameters(o: ObjectiveConfig) -> dict[str, tuple]:
     return ranges
 
 
+def _check_embed_diff(o: ObjectiveConfig) -> None:
+    """embed_diff compares hidden states at the layer a hidden-state objective (rmu) reads: only with one."""
+    from dsunlearn.objective_catalog import hyperparameter_table
+
+    if o.retain_loss == "embed_diff" and "layer" not in hyperparameter_table()[o.name]:
+        raise ConfigError(f"objective.retain_loss=embed_diff compares hidden states at objective.layer, which "
+                          f"objective.name={o.name} does not have; use it with objective.name=rmu, or "
+                          "objective.retain_loss nll or kl")  # fmt: skip
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check ranges and cross-field rules the types cannot express; resolve `auto` values. Returns cfg."""
     e, o, d = cfg.engine, cfg.objective, cfg.data
@@ -376,6 +388,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _finite_positive("objective.gamma", o.gamma, allow_zero=True)
     _finite_positive("objective.lambda", o.lambda_, allow_zero=True)
     hyperparameter_ranges = _check_hyperparameters(o)
+    _check_embed_diff(o)
     _require(0.0 < cfg.geometry.gru_ema <= 1.0, "geometry.gru_ema", cfg.geometry.gru_ema, "must be in (0, 1]")
     clip = cfg.geometry.gru_cos_clip
     _require(clip is None or (math.isfinite(clip) and -1.0 <= clip < 0.0), "geometry.gru_cos_clip", clip,

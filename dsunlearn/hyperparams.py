@@ -26,9 +26,15 @@ from typing import Annotated, Any, Literal
 from dsunlearn.errors import ConfigError
 
 # The data arguments an objective takes first, by what the engine passes it: per-token log-probs of the labels
-# (``fn(logp, mask, ref_logp, *, **hparams)``, most objectives), or the raw logits of the policy and of the frozen
-# reference with the labels (``fn(logits, ref_logits, labels, *, **hparams)``, for a loss over the whole vocabulary).
-DATA_ARGS = {"logprobs": ("logp", "mask", "ref_logp"), "logits": ("logits", "ref_logits", "labels")}
+# (``fn(logp, mask, ref_logp, *, **hparams)``, most objectives), the raw logits of the policy and of the frozen
+# reference with the labels (``fn(logits, ref_logits, labels, *, **hparams)``, for a loss over the whole vocabulary),
+# or one decoder layer's output hidden states (``fn(hidden, direction, labels, *, **hparams)``, RMU).
+DATA_ARGS = {
+    "logprobs": ("logp", "mask", "ref_logp"),
+    "logits": ("logits", "ref_logits", "labels"),
+    # the output hidden states of one decoder layer, a fixed seeded unit direction and the labels (RMU)
+    "hidden": ("hidden", "direction", "labels"),
+}
 # ... and those of a log-probs objective that compares two answers to each question (DPO: the forget answer and
 # an alternate one): the same three for the alternate answer follow.
 PAIR_DATA_ARGS = (*DATA_ARGS["logprobs"], "alt_logp", "alt_mask", "alt_ref_logp")
@@ -51,6 +57,11 @@ Alpha = Annotated[float, Range(0.0, 100.0, "a power on probabilities in [0, 1]: 
 Delta = Annotated[float, Range(-1e4, 1e4, "a margin on per-token log-probabilities")]
 Eps = Annotated[float, Range(0.0, 1.0, "a constant added to a denominator of at most 2; past 1 it sets the weight")]
 LogitShift = Annotated[float, Range(1e-6, 1e4, "how far a logit is lowered; e^-1e4 is already 0 in any float")]
+# RMU: which decoder layer's output the loss reads, how many layers up to it train, how far the forget hidden
+# states are pushed along the random direction.
+LayerIndex = Annotated[int, Range(0, 1023, "a decoder layer index (0-based); no causal LM has 1024 layers")]
+LayerCount = Annotated[int, Range(1, 1024, "how many decoder layers, counted down from objective.layer")]
+SteeringCoeff = Annotated[float, Range(1e-6, 1e4, "the norm of the target hidden state c u (|u| = 1)")]
 # Which positions a loss over the vocabulary averages over: those that predict an answer token, or every one.
 Positions = Literal["answer", "all"]
 

@@ -9,13 +9,34 @@ ranks hold the encoded dataset and the sampler's global indices.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
 from dsunlearn import dist
 from dsunlearn.data.collate import Encoded
 from dsunlearn.engine.unlearn_engine import LossFn, MicroBatch
-from dsunlearn.objectives import PAIR, LossTerms, ObjectiveSpec, RegularizerSpec, nll, token_logprobs
+from dsunlearn.objectives import PAIR, LossTerms, ObjectiveSpec, RegularizerSpec, control_direction, nll, token_logprobs
+
+
+@dataclass
+class HiddenSource:
+    """Where a hidden-state loss (RMU and its embed_diff retain term) reads its inputs.
+
+    policy: the hooked layer's output of the forward the engine just ran (`LayerOutput.take`), [B, T, d].
+    reference: theta_o's output of the same layer on a micro-batch (`ReferenceModel.hidden`), or None.
+    seed: the direction's seed (run.seed): `direction(d)` is `control_direction(d, seed)`, the same on every rank.
+    """
+
+    policy: Callable[[], torch.Tensor]
+    reference: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None
+    seed: int
+    _directions: dict = field(default_factory=dict, repr=False)
+
+    def direction(self, dim: int) -> torch.Tensor:
+        if dim not in self._directions:
+            self._directions[dim] = control_direction(dim, self.seed)
+        return self._directions[dim]
 
 
 def answer_tokens(e: Encoded) -> int:
@@ -60,6 +81,7 @@ def objective_loss(
     count: float,
     ref_logits: Callable | None = None,
     n_micro_global: int = 1,
+    hidden: HiddenSource | None = None,
 ) -> LossFn:
     """coef x the forget objective (token or sequence mean over the global forget batch). A logits objective gets
     the policy's logits and, if it needs them, `ref_logits(input_ids, attention_mask)` of the frozen reference
@@ -67,12 +89,18 @@ def objective_loss(
     theta_o's precomputed ones (`mb.ref_logp`) if they need a reference. A pair objective (`spec.answers ==
     "pair"`) reads a paired micro-batch: its first half of rows are the forget answers, the second half their
     alternates (`MicroBatch.build_pairs`). `n_micro_global`: micro-batches of the global batch, for
-    `positions="all"` (`_scale`)."""
+    `positions="all"` (`_scale`). A hidden-state objective (RMU) reads `hidden`: the policy's layer output of this
+    forward and the seeded direction."""
     if spec.needs_reference_logits and ref_logits is None:
         raise ValueError(f"objective_loss: '{spec.name}' needs the reference model's logits (ref_logits)")
+    if spec.inputs == "hidden" and hidden is None:
+        raise ValueError(f"objective_loss: '{spec.name}' reads hidden states: pass hidden (a HiddenSource)")
 
     def fn(mb: MicroBatch, logits: torch.Tensor):
-        if spec.inputs == "logits":
+        if spec.inputs == "hidden":
+            h = hidden.policy()
+            terms = spec.fn(h, hidden.direction(h.shape[-1]), mb.labels, **params)
+        elif spec.inputs == "logits":
             ref = ref_logits(mb.input_ids, mb.attention_mask) if spec.needs_reference else None
             terms = spec.fn(logits, ref, mb.labels, **params)
         else:
@@ -101,17 +129,30 @@ def nll_loss(coef: float, count: float) -> LossFn:
 
 
 def regularizer_loss(
-    spec: RegularizerSpec, params: dict, coef: float, count: float, ref_logits: Callable | None, n_micro_global: int
+    spec: RegularizerSpec,
+    params: dict,
+    coef: float,
+    count: float,
+    ref_logits: Callable | None,
+    n_micro_global: int,
+    hidden: HiddenSource | None = None,
 ) -> LossFn:
     """coef x the retain regulariser. `nll` and `kl` over answer tokens are global-batch token means;
     `kl` with positions="all" reproduces the anchors' code: the mean over micro-batches of each micro-batch's
-    all-position mean (padding-dependent, hence not world-size invariant: documented in the README)."""
+    all-position mean (padding-dependent, hence not world-size invariant: documented in the README).
+    `embed_diff` (unit "sequence", `count` the global batch's sequences) compares the policy's hooked layer
+    output with theta_o's (`hidden.reference`, a collective at ZeRO-3)."""
     if spec.inputs == "logprobs":
         return nll_loss(coef, count)
+    if spec.inputs == "hidden" and (hidden is None or hidden.reference is None):
+        raise ValueError(f"regularizer_loss: '{spec.name}' needs the policy's and theta_o's hidden states")
 
     def fn(mb: MicroBatch, logits: torch.Tensor):
-        ref = ref_logits(mb.input_ids, mb.attention_mask)
-        terms = spec.fn(logits, ref, mb.labels, **params)
+        if spec.inputs == "hidden":
+            h = hidden.policy()  # this forward's, before the reference's forward
+            terms = spec.fn(h, hidden.reference(mb.input_ids, mb.attention_mask), mb.labels, **params)
+        else:
+            terms = spec.fn(logits, ref_logits(mb.input_ids, mb.attention_mask), mb.labels, **params)
         scale = _scale(params, terms, coef, count, n_micro_global)
         return terms.loss_sum * scale, _stats(terms.loss_sum, terms.metrics)
 

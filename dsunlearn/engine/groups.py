@@ -81,3 +81,13 @@ def _order_key(group: str) -> tuple[int, int]:
 def group_names(param_names: Iterable[str]) -> list[str]:
     """The groups present among `param_names`, in canonical order: embed, layers.0.., norm, lm_head, other."""
     return sorted({group_of(n) for n in param_names}, key=_order_key)
+
+
+def layer_of(name: str) -> tuple[int, str] | None:
+    """(decoder layer index, the rest of the name after ``layers.N.``) of a parameter inside a decoder layer, by
+    the same rule as `group_of`, e.g. ``model.layers.3.mlp.down_proj.weight`` -> (3, ``mlp.down_proj.weight``);
+    None outside the layers."""
+    m = _LAYER_RE.search(name)
+    if m is None:
+        return None
+    return int(m.group(1)), name[m.end() :]

@@ -1,5 +1,5 @@
-"""The frozen reference model theta_o (the model before unlearning) for NPO, TNPO, WTNPO, DPO, UNDIAL and the KL
-regulariser.
+"""The frozen reference model theta_o (the model before unlearning) for NPO, TNPO, WTNPO, DPO, UNDIAL, the KL
+regulariser and RMU's retain term (one decoder layer's hidden states, `hidden`).
 
 Two forms, chosen by what the objective needs:
 - Forget-set reference log-probs, precomputed once before step 0 with the policy itself (which IS theta_o
@@ -19,6 +19,7 @@ from dsunlearn.config import ModelConfig
 from dsunlearn.data.collate import Encoded, pad_batch
 from dsunlearn.data.sharding import gather_items, round_robin_rounds
 from dsunlearn.engine.ds_setup import zero3_init_context
+from dsunlearn.engine.hidden import LayerOutput
 from dsunlearn.models.load import load_causal_lm
 from dsunlearn.objectives.logprobs import token_logprobs
 
@@ -59,14 +60,17 @@ class ReferenceModel:
     """Frozen theta_o for on-the-fly logits. `logits(batch)` must be called on every rank at ZeRO-3."""
 
     @classmethod
-    def load(cls, path: str, model_cfg: ModelConfig, ds_config: dict, zero3: bool) -> ReferenceModel:
+    def load(cls, path: str, model_cfg: ModelConfig, ds_config: dict, zero3: bool,
+             hidden_layer: int | None = None) -> ReferenceModel:  # fmt: skip
         """The model at `path` (dtype and remote-code setting of `model_cfg`) as a frozen reference beside an
-        engine built with `ds_config` (at ZeRO-3 loaded straight into partitions)."""
+        engine built with `ds_config` (at ZeRO-3 loaded straight into partitions); with `hidden_layer`, that
+        decoder layer's output is hooked for `hidden`."""
         with zero3_init_context(ds_config):
             model = load_causal_lm(path, model_cfg.dtype, model_cfg.trust_remote_code)
-        return cls(model, ds_config, zero3)
+        return cls(model, ds_config, zero3, hidden_layer)
 
-    def __init__(self, model: torch.nn.Module, ds_config: dict | None, zero3: bool):
+    def __init__(self, model: torch.nn.Module, ds_config: dict | None, zero3: bool, hidden_layer: int | None = None):
+        self._hidden = LayerOutput(model, hidden_layer) if hidden_layer is not None else None
         for p in model.parameters():
             p.requires_grad_(False)
         model.eval()
@@ -84,3 +88,12 @@ class ReferenceModel:
     @torch.no_grad()
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.module(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    @torch.no_grad()
+    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """theta_o's output hidden states [B, T, d] of the hooked decoder layer (`load(..., hidden_layer)`); a
+        full forward (collective at ZeRO-3: call it on every rank)."""
+        if self._hidden is None:
+            raise RuntimeError("ReferenceModel.hidden: no layer hooked (load it with hidden_layer)")
+        self.module(input_ids=input_ids, attention_mask=attention_mask)
+        return self._hidden.take()

@@ -23,8 +23,10 @@ from dsunlearn import dist
 from dsunlearn.config import RunConfig
 from dsunlearn.data.collate import Encoded, pad_batch
 from dsunlearn.engine.ds_setup import accumulation, build_ds_config, create_engine, zero3_init_context
+from dsunlearn.engine.hidden import LayerOutput
 from dsunlearn.engine.reference import ref_batch
 from dsunlearn.engine.shard import ShardedGrad, read_grad_shard, write_grad_shard, zero_grad_buffers
+from dsunlearn.engine.trainable import freeze_except
 from dsunlearn.models.load import check_vocab, load_causal_lm
 
 
@@ -79,14 +81,20 @@ LossFn = Callable[[MicroBatch, torch.Tensor], tuple[torch.Tensor, dict]]
 
 class UnlearnEngine:
     """The model at `model_path` on a DeepSpeed engine (cfg.engine: ZeRO stage, optimizer, schedule over
-    `total_steps`). `seed`: torch's RNG is seeded after the model is loaded and before the engine is built."""
+    `total_steps`). `seed`: torch's RNG is seeded after the model is loaded and before the engine is built.
+    `trainable`: keep(name) of the only parameters that train (`engine/trainable.py`), None for all.
+    `hidden_layer`: hook that decoder layer's output (`self.hidden`, `engine/hidden.py`) for a hidden-state loss."""
 
-    def __init__(self, cfg: RunConfig, model_path: str, tokenizer, total_steps: int, seed: int | None = None):
+    def __init__(self, cfg: RunConfig, model_path: str, tokenizer, total_steps: int, seed: int | None = None,
+                 trainable=None, hidden_layer: int | None = None):  # fmt: skip
         world = dist.world_size()
         self.ds_config = build_ds_config(cfg.engine, world)
         with zero3_init_context(self.ds_config):
             model = load_causal_lm(model_path, cfg.model.dtype, cfg.model.trust_remote_code)
         check_vocab(model, tokenizer, where=f"of '{cfg.model.tokenizer or model_path}'")
+        self.hidden = LayerOutput(model, hidden_layer) if hidden_layer is not None else None
+        if trainable is not None:
+            freeze_except(model, trainable, "objective.train_params in objective.train_layers")
         if seed is not None:
             torch.manual_seed(seed)
         self.deepspeed, _ = create_engine(model, cfg.engine, total_steps, self.ds_config)
@@ -111,6 +119,8 @@ class UnlearnEngine:
                 for mb in batches:
                     logits = self.deepspeed(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits
                     loss, st = loss_fn(mb, logits)
+                    if self.hidden is not None:
+                        self.hidden.clear()  # a loss that did not read it: do not keep its graph alive
                     with micro_ctx(k):
                         self.deepspeed.backward(loss)
                     part_stats.append(st)

@@ -1,12 +1,14 @@
-"""Unlearning objectives: pure functions of per-token log-probabilities or of logits (no model, no DeepSpeed).
+"""Unlearning objectives: pure functions of per-token log-probabilities, of logits or of hidden states (no model,
+no DeepSpeed).
 
 Most forget objectives have the signature ``fn(logp, mask, ref_logp=None, *, **hparams) -> LossTerms`` with
 ``logp, mask, ref_logp: [B, T']`` from ``token_logprobs`` (already shifted, 0 off the mask); one that needs the
 whole next-token distribution (UNDIAL) takes ``fn(logits, ref_logits, labels, *, **hparams)`` with [B, T, V]
-logits instead (``ObjectiveSpec.inputs``, read from the signature). All are losses to MINIMISE, exactly as in
-docs/methods.md. Its keyword-only parameters ARE its hyper-parameters: their defaults, types and ranges are read
-from the signature (``dsunlearn/hyperparams.py``), and the config takes them as ``objective.<name>``. The engine
-looks objectives up by config name:
+logits instead, and one that works on representations (RMU) ``fn(hidden, direction, labels, *, **hparams)``
+with one decoder layer's [B, T, d] output (``ObjectiveSpec.inputs``, read from the signature). All are losses to
+MINIMISE, exactly as in docs/methods.md. Its keyword-only parameters ARE its hyper-parameters: their defaults,
+types and ranges are read from the signature (``dsunlearn/hyperparams.py``), and the config takes them as
+``objective.<name>``. The engine looks objectives up by config name:
 
     o = cfg.objective
     spec = get_objective(o.name)                         # ConfigError for an unknown name
@@ -45,6 +47,7 @@ from .idk_nll import idk_nll
 from .logprobs import IGNORE_INDEX, mean_nll, sequence_logprob, token_logprobs
 from .npo import npo
 from .regularizers import kl, nll
+from .rmu import control_direction, embed_diff, rmu
 from .satimp import satimp
 from .simnpo import simnpo
 from .tnpo import tnpo
@@ -86,7 +89,10 @@ class ObjectiveSpec:
             ``PAIR_DATA_ARGS`` (forget answer first, then its alternate) and the unit is the pair (DPO).
             The G-effect's forget risk R(D_f) is the NLL of the forget answers whatever this says.
         hyperparams: (derived) ``fn``'s keyword-only parameters: name, default, type, range (``hyperparams.py``).
-        inputs: (derived) "logprobs" or "logits": what ``fn`` takes first, from its positional parameters.
+        inputs: (derived) "logprobs", "logits" or "hidden": what ``fn`` takes first, from its positional
+            parameters. A "hidden" objective (RMU) gets the output hidden states [B, T, d] of decoder layer
+            ``params["layer"]``, a seeded unit direction [d] (``control_direction(d, run.seed)``) and the labels,
+            and trains only the parameters ``trainable_names`` selects.
     """
 
     name: str
@@ -113,8 +119,21 @@ class ObjectiveSpec:
             raise TypeError(f"objective {self.name}: a pair objective's unit is the pair: unit='sequence'")
         # A logits objective's reference model runs on the forget batch itself (recipes/unlearn.py); no refusal
         # batch reaches it.
-        if self.inputs == "logits" and self.answers != FORGET:
-            raise TypeError(f"objective {self.name}: a logits objective scores the forget answers: answers='forget'")
+        if self.inputs != "logprobs" and self.answers != FORGET:
+            raise TypeError(
+                f"objective {self.name}: a {self.inputs} objective reads the forget batch: answers='forget'"
+            )
+        if self.inputs == "hidden" and self.needs_reference:
+            raise TypeError(f"objective {self.name}: a hidden-state objective's reference is its direction")
+
+    def trainable_layers(self, params: Mapping[str, Any]) -> tuple[tuple[int, ...], str] | None:
+        """(decoder layers, parameter-name pattern inside them) of the only parameters that train, or None (all
+        train): for a hidden-state objective, layers ``layer - train_layers + 1 .. layer`` (from 0) and
+        ``train_params``."""
+        if self.inputs != "hidden":
+            return None
+        k = int(params["layer"])
+        return tuple(range(max(0, k - int(params["train_layers"]) + 1), k + 1)), str(params["train_params"])
 
     @property
     def needs_reference_logits(self) -> bool:
@@ -147,10 +166,13 @@ class RegularizerSpec:
 
     Attributes:
         name: config name.
-        fn: ``nll(logp, mask)`` or ``kl(policy_logits, ref_logits, labels, positions=...)``.
+        fn: ``nll(logp, mask)``, ``kl(policy_logits, ref_logits, labels, positions=...)`` or
+            ``embed_diff(hidden, ref_hidden, labels)``.
         needs_reference: the engine must run the frozen reference model on the retain batch.
-        inputs: "logprobs" (takes ``token_logprobs`` output) or "logits" (takes raw logits and labels).
+        inputs: "logprobs" (takes ``token_logprobs`` output), "logits" (takes raw logits and labels) or "hidden"
+            (the policy's and the reference's output hidden states of the hidden-state objective's layer).
         defaults: default keyword arguments.
+        unit: "token" (a mean over the global batch's answer tokens) or "sequence" (over its sequences).
     """
 
     name: str
@@ -158,6 +180,7 @@ class RegularizerSpec:
     needs_reference: bool
     inputs: str
     defaults: Mapping[str, Any] = field(default_factory=_frozen)
+    unit: str = "token"
 
     def resolve(self, overrides: Mapping[str, Any] | None = None, where: str = "objective") -> dict:
         """Defaults updated with ``overrides``; ConfigError naming ``where`` for an unknown key."""
@@ -183,11 +206,16 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {
     "undial": ObjectiveSpec("undial", undial, True, paper="https://arxiv.org/abs/2402.10052"),
     "idk_nll": ObjectiveSpec("idk_nll", idk_nll, False, paper=_TOFU, answers=ALTERNATE),
     "dpo": ObjectiveSpec("dpo", dpo, True, unit="sequence", paper="https://arxiv.org/abs/2305.18290", answers=PAIR),
+    # RMU: hidden states of one layer; its retain term (embed_diff) needs theta_o's, on every retain batch
+    "rmu": ObjectiveSpec(
+        "rmu", rmu, False, unit="sequence", retain_loss="embed_diff", paper="https://arxiv.org/abs/2403.03218"
+    ),  # fmt: skip
 }
 
 REGULARIZERS: dict[str, RegularizerSpec] = {
     "nll": RegularizerSpec("nll", nll, needs_reference=False, inputs="logprobs"),
     "kl": RegularizerSpec("kl", kl, needs_reference=True, inputs="logits", defaults=_frozen({"positions": "answer"})),
+    "embed_diff": RegularizerSpec("embed_diff", embed_diff, needs_reference=True, inputs="hidden", unit="sequence"),
 }
 
 
@@ -231,6 +259,8 @@ __all__ = [
     "ObjectiveSpec",
     "Range",
     "RegularizerSpec",
+    "control_direction",
+    "embed_diff",
     "dpo",
     "ga",
     "get_objective",
@@ -243,6 +273,7 @@ __all__ = [
     "mean_nll",
     "nll",
     "npo",
+    "rmu",
     "satimp",
     "sequence_logprob",
     "simnpo",

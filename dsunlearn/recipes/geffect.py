@@ -38,6 +38,7 @@ from dsunlearn.data.collate import Encoded, pad_id_of
 from dsunlearn.data.sharding import round_robin_rounds
 from dsunlearn.engine.reference import ReferenceModel
 from dsunlearn.engine.shard import ShardedGrad
+from dsunlearn.engine.trainable import layer_selector
 from dsunlearn.engine.unlearn_engine import LossFn, MicroBatch, UnlearnEngine
 from dsunlearn.errors import RunError
 from dsunlearn.fsutil import atomic_write_json
@@ -47,7 +48,7 @@ from dsunlearn.recipes.forget_inputs import ForgetEncodings, refusals_for
 from dsunlearn.run_layout import RunDir, tag_of
 from dsunlearn.suites import get_suite
 from dsunlearn.tracking import read_events
-from dsunlearn.unlearn_losses import global_count, nll_loss, objective_loss
+from dsunlearn.unlearn_losses import HiddenSource, global_count, nll_loss, objective_loss
 
 
 def default_output(run_dir) -> Path:
@@ -132,12 +133,13 @@ def _only_real(fn: LossFn) -> LossFn:
 class _Probe:
     """Losses and micro-batches of one probe (sub)set: the forget items `f_idx` and retain items `r_idx`
     (`forget` a `ForgetEncodings`: the objective reads what its spec says, the forget risk the forget answers).
-    `ref_logits`: the original model's logits (undial)."""
+    `ref_logits`: the original model's logits (undial); `hidden`: the hooked layer (rmu)."""
 
     def __init__(
-        self, spec, params, forget: ForgetEncodings, retain, f_idx, r_idx, micro, pad, device, ref_logits=None
-    ):
-        self.spec, self.params, self.ref_logits = spec, params, ref_logits
+        self, spec, params, forget: ForgetEncodings, retain, f_idx, r_idx, micro, pad, device, ref_logits=None,
+        hidden=None,
+    ):  # fmt: skip
+        self.spec, self.params, self.ref_logits, self.hidden = spec, params, ref_logits, hidden
         self.forget_units = forget.units(spec, f_idx)
         self.forget_tokens = global_count(forget.answers, f_idx, "token")
         self.retain_tokens = global_count(retain, r_idx, "token") if r_idx else 0.0
@@ -152,7 +154,9 @@ class _Probe:
 
     def grads(self, engine: UnlearnEngine) -> tuple[ShardedGrad, ShardedGrad, ShardedGrad | None, list[float]]:
         """(grad L_u(D_f), grad R(D_f), grad R(D_r) or None, [loss sums of the three on this rank])."""
-        loss = objective_loss(self.spec, self.params, 1.0, self.forget_units, self.ref_logits, self.forget_chunks)
+        loss = objective_loss(
+            self.spec, self.params, 1.0, self.forget_units, self.ref_logits, self.forget_chunks, self.hidden
+        )
         objective = _only_real(loss)
         grad_objective, stats = engine.grad_of(self.objective_batches, objective)
         sums = [sum(s["loss_sum"] for s in stats)]
@@ -284,7 +288,11 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
                 path = tmp_root / tag_of(step)
                 _on_main(extrapolate, orig_dir, delta, 0.0, path)  # the tokenizer is loaded once, above
                 dist.barrier()
-            engine = UnlearnEngine(cfg, str(path), tokenizer, total_steps=1)
+            layers = spec.trainable_layers(params)  # rmu: the subset it trained, its hooked layer
+            engine = UnlearnEngine(cfg, str(path), tokenizer, total_steps=1,
+                                   trainable=layer_selector(*layers) if layers is not None else None,
+                                   hidden_layer=int(params["layer"]) if layers is not None else None)  # fmt: skip
+            hidden = HiddenSource(engine.hidden.take, None, cfg.run.seed) if engine.hidden is not None else None
             engine.module.eval()  # no dropout: the gradient of the risk itself, deterministic
             if delta is None:  # step 0, the first state: the engine holds theta_o
                 forget.precompute_reference(spec, engine.module, cfg.eval.batch_size, pad)
@@ -293,8 +301,8 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
             dev = engine.device
             all_f, all_r = list(range(len(forget))), list(range(len(retain)))
             ref_logits = ref_model.logits if ref_model is not None else None
-            probe = _Probe(spec, params, forget, retain, all_f, all_r, micro, pad, dev, ref_logits)
-            singles = [_Probe(spec, params, forget, retain, [i], [], micro, pad, dev, ref_logits)
+            probe = _Probe(spec, params, forget, retain, all_f, all_r, micro, pad, dev, ref_logits, hidden)
+            singles = [_Probe(spec, params, forget, retain, [i], [], micro, pad, dev, ref_logits, hidden)
                        for i in range(per_instance)]  # fmt: skip
             rec = {"step": step, "source": "original" if delta is None else str(delta.relative_to(run_dir))}
             values, groups = geffect_at(engine, probe, singles)

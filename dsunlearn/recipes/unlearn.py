@@ -33,6 +33,7 @@ from dsunlearn.engine.delta import save_delta_shard, snapshot_fragments
 from dsunlearn.engine.ds_setup import build_ds_config, resolve_batch
 from dsunlearn.engine.hf_save import save_hf_model
 from dsunlearn.engine.reference import ReferenceModel
+from dsunlearn.engine.trainable import layer_selector
 from dsunlearn.engine.unlearn_engine import LossFn, MicroBatch, UnlearnEngine
 from dsunlearn.errors import DivergedError, RunError
 from dsunlearn.fsutil import atomic_replace_dir
@@ -54,7 +55,14 @@ from dsunlearn.suites import get_suite
 from dsunlearn.suites.base import TrainingSet
 from dsunlearn.tracking import EventLog, check_tracking
 from dsunlearn.uipe.delta_format import model_hash
-from dsunlearn.unlearn_losses import global_count, nll_loss, objective_loss, reduce_stats, regularizer_loss
+from dsunlearn.unlearn_losses import (
+    HiddenSource,
+    global_count,
+    nll_loss,
+    objective_loss,
+    reduce_stats,
+    regularizer_loss,
+)
 
 
 def forget_objective(cfg: RunConfig) -> tuple[ObjectiveSpec, dict]:
@@ -95,6 +103,7 @@ class StepBatch:
     forget_units: float  # the objective's unit (token or sequence) in the global forget batch
     forget_tokens: float  # answer tokens of the global forget batch (the forget risk's mean)
     retain_tokens: float  # answer tokens of the global retain batch
+    retain_sequences: float  # sequences with an answer token in it (a sequence-unit retain term's mean)
 
 
 @dataclass
@@ -128,10 +137,19 @@ class UnlearnRun:
         self.retain = retain_set.encode(self.tokenizer, cfg.data)
         self._build_streams()
         self.steps = cfg.engine.max_steps or self.forget_stream.steps_for_epochs(cfg.engine.epochs)
-        engine = UnlearnEngine(cfg, cfg.model.name_or_path, self.tokenizer, self.steps)
+        # A hidden-state objective (RMU) reads one layer's output and trains only its parameter subset.
+        layers = self.spec.trainable_layers(self.params)
+        self.hidden_layer = int(self.params["layer"]) if layers is not None else None
+        trainable = layer_selector(*layers) if layers is not None else None
+        engine = UnlearnEngine(cfg, cfg.model.name_or_path, self.tokenizer, self.steps, trainable=trainable,
+                               hidden_layer=self.hidden_layer)  # fmt: skip
         # theta_o's forget log-probs: the policy before step 0 is the reference (no second model needed).
         self.forget_inputs.precompute_reference(self.spec, engine.module, cfg.eval.batch_size, self.pad)
         self.ref_model = self._reference_model(engine)
+        self.hidden = None
+        if engine.hidden is not None:  # u's seed: run.seed itself (a CPU generator of its own, any rank)
+            ref_hidden = self.ref_model.hidden if self.ref_model is not None else None
+            self.hidden = HiddenSource(engine.hidden.take, ref_hidden, cfg.run.seed)
         g = cfg.geometry
         gru = GRU(g.gru_ema, g.gru_cos_clip, combined=g.gru_project == "combined") if g.gru else None
         if cfg.eval.at_end or cfg.eval.every_steps:
@@ -192,7 +210,8 @@ class UnlearnRun:
         retain_needs = self.regularizer is not None and self.regularizer.needs_reference
         if not (retain_needs or self.spec.needs_reference_logits or (g.gru and g.gru_ema_from == "kl")):
             return None
-        return ReferenceModel.load(self.cfg.model.name_or_path, self.cfg.model, engine.ds_config, engine.zero3)
+        return ReferenceModel.load(self.cfg.model.name_or_path, self.cfg.model, engine.ds_config, engine.zero3,
+                                   self.hidden_layer)  # fmt: skip
 
     def _check_eval_splits(self) -> None:
         """Load and encode the suite's eval sets now: a missing split or an over-long item must fail before
@@ -226,6 +245,7 @@ class UnlearnRun:
             forget_units=f.units(self.spec, forget_idx),
             forget_tokens=global_count(self.forget, forget_idx, "token"),
             retain_tokens=global_count(self.retain, retain_idx, "token"),
+            retain_sequences=global_count(self.retain, retain_idx, "sequence"),
         )
 
     def step(self, step: int) -> dict:
@@ -236,7 +256,13 @@ class UnlearnRun:
         batch = self.step_batch(step, plan)
         coef_forget, coef_retain = plan.loss_coefs
         objective = objective_loss(
-            self.spec, self.params, coef_forget, batch.forget_units, self._ref_logits, self.accum * self.world
+            self.spec,
+            self.params,
+            coef_forget,
+            batch.forget_units,
+            self._ref_logits,
+            self.accum * self.world,
+            self.hidden,
         )
         regularizer = None
         if self.regularizer:
@@ -249,7 +275,11 @@ class UnlearnRun:
         self.engine.step()
         totals = dist.all_reduce_sum(torch.tensor([sums.forget, sums.retain], dtype=torch.float64))
         loss_f = float(totals[0]) / max(batch.forget_units, 1.0)
-        loss_r = float(totals[1]) / max(batch.retain_tokens, 1.0) if self.regularizer is not None else None
+        loss_r = (
+            float(totals[1]) / max(self._retain_units(self.regularizer, batch), 1.0)
+            if self.regularizer is not None
+            else None
+        )
         for name, v in (("loss_forget", loss_f), ("loss_retain", loss_r)):
             if v is not None and not math.isfinite(v):
                 raise DivergedError(f"{name} is {v} at step {step + 1}")
@@ -263,7 +293,13 @@ class UnlearnRun:
 
     def _retain_loss(self, spec: RegularizerSpec, params: dict, coef: float, batch: StepBatch) -> LossFn:
         """coef x a retain-batch loss (the retain term, or the KL GRU's EMA reads) as a global-batch mean."""
-        return regularizer_loss(spec, params, coef, batch.retain_tokens, self._ref_logits, self.accum * self.world)
+        count = self._retain_units(spec, batch)
+        return regularizer_loss(spec, params, coef, count, self._ref_logits, self.accum * self.world, self.hidden)
+
+    @staticmethod
+    def _retain_units(spec: RegularizerSpec, batch: StepBatch) -> float:
+        """What a retain term is a global-batch mean over: answer tokens, or sequences (embed_diff)."""
+        return batch.retain_sequences if spec.unit == "sequence" else batch.retain_tokens
 
     @property
     def _ref_logits(self):
