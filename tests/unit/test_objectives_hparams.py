@@ -28,8 +28,9 @@ def _signature_defaults(fn) -> dict:
 def test_defaults_are_the_keyword_only_parameters_of_the_signature():
     for name, spec in OBJECTIVES.items():
         assert dict(spec.defaults) == _signature_defaults(spec.fn), name
-        for hp in spec.hyperparams.values():  # a number has a Range, a string its Literal's choices
-            assert (hp.type is float and hp.range is not None) or (hp.type is str and hp.default in hp.choices), name
+        for hp in spec.hyperparams.values():  # a number has a Range, a string its Literal's choices (or any string)
+            number = hp.type in (int, float) and hp.range is not None
+            assert number or (hp.type is str and (hp.choices is None or hp.default in hp.choices)), name
     assert load_config(None, ["objective.name=simnpo"]).objective.params == {"beta": 4.5, "delta": 0.0}
     assert load_config(None, ["objective.name=ga"]).objective.params == {}
 
@@ -73,7 +74,7 @@ def test_a_key_the_objective_does_not_take_is_refused_naming_the_allowed_keys():
         (
             ["objective.bta=1"],
             "allowed here: name, gamma, lambda, retain_loss, kl_positions, alpha, beta, beta1, beta2, delta, eps, "
-            "positions",
+            "layer, positions, steering_coeff, train_layers, train_params",
         ),  # fmt: skip
         (["objective.params.beta=1"], "unknown config key 'objective.params'"),  # one spelling: objective.beta
     ]:
@@ -119,7 +120,11 @@ def test_one_name_has_one_type_across_objectives(monkeypatch):
         "beta2": float,
         "delta": float,
         "eps": float,
+        "layer": int,
         "positions": str,
+        "steering_coeff": float,
+        "train_layers": int,
+        "train_params": str,
     }
     assert hyperparameter_types() == want
 
@@ -140,7 +145,7 @@ def _tables(text: str) -> dict[str, dict[str, float | str]]:
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 5 and cells[4].startswith("`") and cells[4].strip("`") in OBJECTIVES:
-            pairs = re.findall(r"([αβδελ]|`?\w+`?) = (-?[\d.]+(?:e-?\d+)?|`\w+`)", cells[2])
+            pairs = re.findall(r"([αβδελ]|`?\w+`?) = (-?[\d.]+(?:e-?\d+)?|`[^`]+`)", cells[2])
             rows[cells[4].strip("`")] = {
                 _SYMBOLS.get(k, k.strip("`")): v.strip("`") if v.startswith("`") else float(v) for k, v in pairs
             }

@@ -23,7 +23,7 @@ from dsunlearn.objectives import (
 
 
 def test_names_and_reference_requirements():
-    names = ["ga", "graddiff", "npo", "simnpo", "wga", "tnpo", "wtnpo", "satimp", "undial", "idk_nll", "dpo"]
+    names = ["ga", "graddiff", "npo", "simnpo", "wga", "tnpo", "wtnpo", "satimp", "undial", "idk_nll", "dpo", "rmu"]
     assert list(OBJECTIVES) == names  # the order of the error messages and the docs tables
     needs_ref = {name for name, spec in OBJECTIVES.items() if spec.needs_reference}
     assert needs_ref == {"npo", "tnpo", "wtnpo", "undial", "dpo"}
@@ -55,6 +55,8 @@ def test_defaults_follow_methods_and_the_function_signatures():
         "undial": {"beta": 10.0, "positions": "answer"},  # the paper's beta (and open-unlearning's UNDIAL.yaml)
         "idk_nll": {},
         "dpo": {"beta": 0.1},  # open-unlearning's configs/trainer/DPO.yaml
+        # the WMDP paper's Zephyr-7B settings: layer 7, c = 6.5, layers 5-7's down_proj
+        "rmu": {"layer": 7, "steering_coeff": 6.5, "train_layers": 3, "train_params": r"mlp\.down_proj\.weight"},
     }
     for name, spec in OBJECTIVES.items():
         assert dict(spec.defaults) == expected[name], name
@@ -69,7 +71,8 @@ def test_defaults_follow_methods_and_the_function_signatures():
 def test_retain_defaults():
     # GradDiff's lambda = 1 is the config's objective.lambda default (the spec's retain_weight was never read).
     assert OBJECTIVES["graddiff"].retain_loss == "nll" and ObjectiveConfig().lambda_ == 1.0
-    assert all(spec.retain_loss is None for name, spec in OBJECTIVES.items() if name != "graddiff")
+    assert OBJECTIVES["rmu"].retain_loss == "embed_diff"  # open-unlearning's RMU: retain_loss_type EMBED_DIFF
+    assert all(spec.retain_loss is None for name, spec in OBJECTIVES.items() if name not in ("graddiff", "rmu"))
 
 
 def test_every_spec_runs_with_the_uniform_call_and_declares_its_unit():
@@ -79,8 +82,11 @@ def test_every_spec_runs_with_the_uniform_call_and_declares_its_unit():
     mask = torch.ones(2, 5, dtype=torch.bool)
     logits, ref_logits = (2 * torch.randn(2, 6, 7, generator=g, dtype=torch.float64) for _ in range(2))
     labels = torch.randint(0, 7, (2, 6), generator=g)
+    hidden, direction = torch.randn(2, 6, 4, generator=g, dtype=torch.float64), torch.full((4,), 0.5)
     for spec in OBJECTIVES.values():
-        if spec.inputs == "logits":
+        if spec.inputs == "hidden":
+            out = spec.fn(hidden, direction, labels, **spec.resolve())
+        elif spec.inputs == "logits":
             out = spec.fn(logits, ref_logits if spec.needs_reference else None, labels, **spec.resolve())
         else:
             args = (logp, mask, ref if spec.needs_reference else None)
@@ -98,18 +104,18 @@ def test_a_spec_declares_the_answers_its_function_takes():
     with pytest.raises(TypeError, match="unit='sequence'"):
         ObjectiveSpec("x", dpo, True, answers="pair")
     # a logits objective's reference runs on the forget batch: it cannot read the refusals instead
-    with pytest.raises(TypeError, match="a logits objective scores the forget answers"):
+    with pytest.raises(TypeError, match="a logits objective reads the forget batch"):
         ObjectiveSpec("x", undial, True, answers="alternate")
 
 
 def test_unknown_names_raise_config_error_listing_allowed_names():
     assert get_objective("npo") is OBJECTIVES["npo"]
     with pytest.raises(ConfigError) as err:
-        get_objective("rmu")
+        get_objective("ceu")
     msg = str(err.value)
-    assert "\n" not in msg and "'rmu'" in msg
+    assert "\n" not in msg and "'ceu'" in msg
     assert all(name in msg for name in OBJECTIVES)
-    with pytest.raises(ConfigError, match="nll, kl"):
+    with pytest.raises(ConfigError, match="nll, kl, embed_diff"):
         get_regularizer("l2")
     assert get_regularizer("kl") is REGULARIZERS["kl"]
 
