@@ -13,7 +13,8 @@ from dsunlearn.config_io import SHIPPED_DIR, load_config, shipped_configs
 from dsunlearn.objectives import OBJECTIVES
 
 # "# beta 4.5, delta 0.0, gamma 0.125: SimNPO's TOFU forget10 code and open-unlearning"
-_VALUE = r"[a-z_0-9]+ (?:-?[\d.]+(?:e-?\d+)?|[a-z]+)"  # a number, or a word for a string hyper-parameter
+# a number, a word for a string hyper-parameter, or a string in backticks (rmu's train_params, a regex)
+_VALUE = r"[a-z_0-9]+ (?:-?[\d.]+(?:e-?\d+)?|[a-z]+|`[^`, ]+`)"
 SOURCE = re.compile(rf"^# ({_VALUE}(?:, {_VALUE})*): (\S.*)$")
 # Keys of the objective section that a paper sets per objective although every objective has them.
 PER_OBJECTIVE = {"simnpo": ("gamma",)}  # open-unlearning and SimNPO's code scale its forget term by 0.125
@@ -27,7 +28,7 @@ def stated(text: str) -> dict[str, float | str]:
         if m:
             for pair in m.group(1).split(", "):
                 key, value = pair.split(" ")
-                out[key] = value if value.isalpha() else float(value)
+                out[key] = value.strip("`") if value.isalpha() or value.startswith("`") else float(value)
     return out
 
 
@@ -53,6 +54,10 @@ def test_the_comment_reader_sees_a_missing_or_wrong_statement():
     assert stated("# beta 0.1: the NPO paper\nobjective: {name: npo}\n") == {"beta": 0.1}
     assert stated("# alpha 1.5, beta 4.0, eps 1e-5: the G-effect code\n") == {"alpha": 1.5, "beta": 4.0, "eps": 1e-5}
     assert stated("# beta 10, positions answer: UNDIAL") == {"beta": 10.0, "positions": "answer"}
+    assert stated("# layer 7, train_params `mlp\\.down_proj\\.weight`: WMDP") == {
+        "layer": 7.0,
+        "train_params": r"mlp\.down_proj\.weight",
+    }
     assert stated("# beta: no value\n# Base of the tofu configs: TOFU forget10\n") == {}
 
 
