@@ -25,6 +25,7 @@ from dsunlearn.data.collate import Encoded, pad_batch
 from dsunlearn.engine.ds_setup import accumulation, build_ds_config, create_engine, zero3_init_context
 from dsunlearn.engine.reference import ref_batch
 from dsunlearn.engine.shard import ShardedGrad, read_grad_shard, write_grad_shard, zero_grad_buffers
+from dsunlearn.models.adapters import attach_adapter, uses_adapter
 from dsunlearn.models.load import check_vocab, load_causal_lm
 
 
@@ -87,6 +88,11 @@ class UnlearnEngine:
         with zero3_init_context(self.ds_config):
             model = load_causal_lm(model_path, cfg.model.dtype, cfg.model.trust_remote_code)
         check_vocab(model, tokenizer, where=f"of '{cfg.model.tokenizer or model_path}'")
+        # --- adapters (issue 17): the base frozen, LoRA parameters created, before deepspeed.initialize ---
+        if uses_adapter(cfg.model.adapter):
+            with torch.random.fork_rng():  # the adapter's init does not shift the run's RNG stream
+                torch.manual_seed(cfg.run.seed)
+                model = attach_adapter(model, cfg.model.adapter)
         if seed is not None:
             torch.manual_seed(seed)
         self.deepspeed, _ = create_engine(model, cfg.engine, total_steps, self.ds_config)
