@@ -74,7 +74,7 @@ def _worker(runs: dict, probe_ids: list) -> dict:
     from dsunlearn.engine.partitioning import gathered, is_partitioned
     from dsunlearn.models.adapters import AdapterOffReference
     from dsunlearn.recipes.step_plan import StepPlan
-    from dsunlearn.recipes.unlearn import UnlearnRun, _save_model
+    from dsunlearn.recipes.unlearn import UnlearnRun, _save_final_delta, _save_model
     from dsunlearn.unlearn_losses import nll_loss
 
     out = {}
@@ -95,7 +95,9 @@ def _worker(runs: dict, probe_ids: list) -> dict:
         ids = torch.tensor(probe_ids)
         ref_logits = AdapterOffReference(module).logits(ids, torch.ones_like(ids)).double()
         if save_dir:
+            Path(save_dir).mkdir(parents=True, exist_ok=True)
             _save_model(run, save_dir)
+            _save_final_delta(run, save_dir)  # as `dsunlearn unlearn` ends
         out[name] = {
             "records": records,
             "initial": initial,
@@ -268,3 +270,49 @@ def test_saved_adapter_and_merged_model(env, results):
     with torch.no_grad():
         ids = torch.tensor(PROBE)
         assert float((merged(input_ids=ids).logits - peft_model(input_ids=ids).logits).abs().max()) < 1e-5
+
+
+def test_uipe_extrapolation_of_an_adapter_run(env, results, tmp_path):
+    """theta(alpha) = W + (1 + alpha) s B A; alpha = 0 is the run's merged model bit for bit; the written
+    adapter (lora_alpha scaled) gives the same model through peft."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from dsunlearn.errors import RunError
+    from dsunlearn.uipe.extrapolate import extrapolate
+
+    run_dir = env["root"] / "run_z3"
+    extrapolate(env["model"], run_dir / "delta", 0.0, tmp_path / "a0")
+    merged = load_file(str(run_dir / "model" / "model.safetensors"))
+    a0 = load_file(str(tmp_path / "a0" / "model.safetensors"))
+    assert set(a0) == set(merged) and all(torch.equal(a0[n], merged[n]) for n in merged)
+    alpha = 1.5
+    extrapolate(env["model"], run_dir / "delta", alpha, tmp_path / "a15")
+    got = load_file(str(tmp_path / "a15" / "model.safetensors"))
+    base_sd = load_file(str(Path(env["model"]) / "model.safetensors"))
+    saved = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    changed = 0
+    for n, w in base_sd.items():
+        a = saved.get(f"{PREFIX}{n.removesuffix('.weight')}.lora_A.weight")
+        if a is None or not n.endswith(".weight"):
+            assert torch.equal(got[n], w), n
+            continue
+        b = saved[f"{PREFIX}{n.removesuffix('.weight')}.lora_B.weight"]
+        want = w.double() + (1 + alpha) * (ALPHA / R) * (b.double() @ a.double())
+        assert float((got[n].double() - want).abs().max()) <= 2e-7 * float(want.abs().max()), n
+        changed += 1
+    assert changed == 2 * len(TARGETS)
+    base = AutoModelForCausalLM.from_pretrained(env["model"], dtype=torch.float32)
+    peft_model = PeftModel.from_pretrained(base, str(tmp_path / "a15" / "adapter")).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "a15"), dtype=torch.float32).eval()
+    with torch.no_grad():
+        ids = torch.tensor(PROBE)
+        assert float((model(input_ids=ids).logits - peft_model(input_ids=ids).logits).abs().max()) < 1e-5
+    with pytest.raises(RunError, match="no adapter"):  # a delta without the adapter beside it
+        (tmp_path / "lone").mkdir()
+        import shutil
+
+        shutil.copytree(run_dir / "delta", tmp_path / "lone" / "delta")
+        extrapolate(env["model"], tmp_path / "lone" / "delta", 0.0, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
