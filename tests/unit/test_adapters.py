@@ -103,3 +103,23 @@ def test_gpt2_merged_model_and_adapter_files(tmp_path):
         want = model.eval()(input_ids=ids).logits
         assert float((reloaded(input_ids=ids).logits - want).abs().max()) == 0.0
         assert float((m(input_ids=ids).logits - want).abs().max()) < 1e-5
+
+
+FAMILIES = [("tofu_llama2_7b_lora", "tofu_llama2_7b"), ("tofu_llama31_8b_lora", "tofu_llama32_1b")]
+
+
+@pytest.mark.parametrize("family,full", FAMILIES)
+def test_shipped_lora_configs_cover_every_objective(family, full):
+    """Every objective of the full-model family has a LoRA twin (with and without GRU): the same objective and
+    geometry, rank 32 on every linear layer but the head, the base frozen."""
+    from dsunlearn.config_io import shipped_configs
+
+    names = shipped_configs()
+    twins = [n.removeprefix(full + "_") for n in names if n.startswith(full + "_")]
+    assert len(twins) >= 20
+    for x in twins:
+        cfg, ref = load_config(f"{family}_{x}"), load_config(f"{full}_{x}")
+        a = cfg.model.adapter
+        assert (a.type, a.r, a.alpha, a.dropout, a.target_modules) == ("lora", 32, 32.0, 0.05, ["all-linear"])
+        assert cfg.objective == ref.objective and cfg.geometry == ref.geometry, x
+        assert cfg.run.output_dir == f"runs/{family}_{x}"
