@@ -115,7 +115,7 @@ def test_shipped_lora_configs_cover_every_objective(family, full):
     from dsunlearn.config_io import shipped_configs
 
     names = shipped_configs()
-    twins = [n.removeprefix(full + "_") for n in names if n.startswith(full + "_")]
+    twins = [n.removeprefix(full + "_") for n in names if n.startswith(full + "_") and not n.startswith(family)]
     assert len(twins) >= 20
     for x in twins:
         cfg, ref = load_config(f"{family}_{x}"), load_config(f"{full}_{x}")
