@@ -172,6 +172,7 @@ def results(env):
     two = {
         "z3": (_overrides(m, "z3", z3, str(root / "u")) + ["model.adapter.save_merged=true"], str(root / "run_z3")),
         "z2": (_overrides(m, "z2", z3, str(root / "u")), None),
+        "z3_bf16": (_overrides(m, "z3", z3, str(root / "u")) + ["model.dtype=bfloat16", "engine.precision=bf16"], None),
     }
     one = {"z3": (_overrides(m, "z3", z3, str(root / "u"), micro=4, accum=2), None)}
     r0, r1 = run_distributed(_worker, 2, two, PROBE)
@@ -221,6 +222,26 @@ def test_adapter_step_equals_float64_reference(results, reference):
             assert math.isclose(rec["gru_dot"], rr.gru_dot, rel_tol=1e-5, abs_tol=1e-9), (key, stage)
             assert rec["gru_projected"] == rr.gru_projected
             assert math.isclose(rec["loss_forget"], rr.loss_forget, rel_tol=1e-6)
+
+
+def test_bf16_adapter_training_on_zero3(results):
+    """bf16 weights, fp32 master: the base stays bit-identical, the adapter is partitioned and its update is the
+    fp32 run's up to bf16 rounding (forward in bf16)."""
+    r, ref = results["w2"]["z3_bf16"], results["w2"]["z3"]
+    assert r["base_same"] and r["lora_partitioned"]
+    init_bf16 = torch.cat([t.flatten() for t in r["initial"].values()]).float()
+    init_fp32 = torch.cat([t.flatten() for t in ref["initial"].values()]).float()
+    assert torch.equal(init_bf16, init_fp32.bfloat16().float())  # the same init, rounded to bf16
+    num = max(
+        float(((r["final"][n] - r["initial"][n]) - (ref["final"][n] - ref["initial"][n])).abs().max())
+        for n in ref["final"]
+    )
+    den = max(float((ref["final"][n] - ref["initial"][n]).abs().max()) for n in ref["final"])
+    MEASURED["bf16_update_rel_err"] = num / den
+    assert num / den <= 0.05, num / den
+
+
+MEASURED: dict[str, float] = {}
 
 
 def test_reference_is_the_base_with_adapter_off(env, results):
