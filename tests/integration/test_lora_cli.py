@@ -29,17 +29,20 @@ def _args(model, z3, out: Path, *extra: str) -> list[str]:
         "model.adapter.target_modules=[q_proj,v_proj,up_proj]", "model.adapter.save_merged=true",
         "engine.max_steps=4", "engine.optimizer=adamw", "engine.lr=1e-2", f"engine.ds_config={z3}",
         "objective.name=npo", "objective.retain_loss=kl", "geometry.gru=true", "run.save_every=2",
-        "eval.at_end=true", "eval.max_items=4", "eval.retain_log=null", "--output-dir", str(out), *extra,
+        "eval.at_end=true", "eval.max_items=4", "eval.retain_log=null", "eval.mia=false",
+        "--output-dir", str(out), *extra,
     ]  # fmt: skip
 
 
 def test_lora_run_resume_eval_and_extrapolate(tiny_model, zero3_config, tmp_path):  # noqa: F811
     a, b = tmp_path / "a", tmp_path / "b"
-    proc = run_cli(_args(tiny_model, zero3_config, a), nproc=2)
+    proc = run_cli(_args(tiny_model, zero3_config, a), nproc=2, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    killed = run_cli(_args(tiny_model, zero3_config, b), nproc=2, env=cli_env(DSUNLEARN_TEST_KILL="step:1:3"))
+    killed = run_cli(
+        _args(tiny_model, zero3_config, b), nproc=2, env=cli_env(DSUNLEARN_TEST_KILL="step:1:3"), timeout=900
+    )
     assert killed.returncode != 0 and (b / "checkpoints" / "LATEST").read_text().strip() == "step000002"
-    resumed = run_cli(_args(tiny_model, zero3_config, b, "--resume"), nproc=2)
+    resumed = run_cli(_args(tiny_model, zero3_config, b, "--resume"), nproc=2, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     adapter_a = load_file(str(a / "adapter" / "adapter_model.safetensors"))
