@@ -62,6 +62,7 @@ def test_gpt2_merged_model_and_adapter_files(tmp_path):
     from transformers import AutoModelForCausalLM
 
     from dsunlearn.engine.adapter_save import save_adapter, save_merged_model
+    from dsunlearn.engine.groups import group_of
     from dsunlearn.models.adapters import attach_adapter
     from helpers.arch_models import build
 
@@ -71,6 +72,8 @@ def test_gpt2_merged_model_and_adapter_files(tmp_path):
     model = attach_adapter(base, AdapterConfig(type="lora", r=2, alpha=6.0, target_modules=["c_attn"]))
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(".lora_A.default." in n or ".lora_B.default." in n for n in trainable)
+    # adapter names (base_model.model.transformer.h.0.attn.c_attn.lora_A.default.weight) keep their layer group
+    assert {group_of(n) for n in trainable} == {"layers.0", "layers.1"}
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():  # a trained-looking adapter (B != 0)
         for n, p in model.named_parameters():
