@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from dsunlearn.config_bounds import check_bounds, check_tiny, short_repr
+from dsunlearn.config_bounds import check_adapter, check_bounds, check_tiny, short_repr
 from dsunlearn.errors import ConfigError
 from dsunlearn.suites import DEFAULT as DEFAULT_SUITE
 from dsunlearn.suites import NAMES as SUITE_NAMES
@@ -44,6 +44,22 @@ class TinyModelConfig:
     tie_word_embeddings: bool = _f(True, "share input embedding and lm_head")
 
 
+# --- LoRA / PEFT adapters (issue 17): model.adapter ---
+ADAPTER_TYPES = ("none", "lora")
+
+
+@dataclass
+class AdapterConfig:
+    type: str = _f("none", "none = train every weight; lora = freeze the base, train LoRA adapters (peft)",
+                   ADAPTER_TYPES)  # fmt: skip
+    r: int = _f(32, "LoRA rank r (the update of a d_out x d_in weight is scale * B A, B: d_out x r, A: r x d_in)")
+    alpha: float = _f(32.0, "LoRA alpha: scale = alpha / r")
+    dropout: float = _f(0.0, "dropout on the adapter's input (peft lora_dropout), in [0, 1)")
+    target_modules: list = _f([], "module names to adapt (e.g. [q_proj, v_proj]); [] = peft's default for the "
+                              "architecture, all-linear = every linear layer but the head")  # fmt: skip
+    save_merged: bool = _f(False, "also write <run>/model: the merged model base + scale * B A (a plain HF dir)")
+
+
 @dataclass
 class ModelConfig:
     name_or_path: str = _f(
@@ -54,6 +70,7 @@ class ModelConfig:
     dtype: str = _f("float32", "weights dtype when loading", ("float32", "bfloat16", "float16"))
     trust_remote_code: bool = _f(False, "allow model code from the hub (off by default: it runs arbitrary code)")
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
 
 
 @dataclass
@@ -411,6 +428,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _resolve_splits(d)
     check_bounds(cfg, hyperparameter_ranges)  # every numeric field within what it can mean (config_bounds.BOUNDS)
     check_tiny(cfg.model.tiny)
+    check_adapter(cfg.model.adapter)
     from dsunlearn.hyperparams import resolve
     from dsunlearn.objective_catalog import hyperparameter_table
 

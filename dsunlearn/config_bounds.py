@@ -33,6 +33,9 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "model.tiny.intermediate_size": (1, 65536, "the MLP width of the embedded tiny Llama"),
     "model.tiny.vocab_size": (300, 1_000_000, "the byte-level BPE needs its 256 byte symbols + 5 specials"),
     "model.tiny.max_position_embeddings": (8, _TOKENS, "the tiny model's context in tokens"),
+    "model.adapter.r": (1, 65536, "a LoRA rank; the update is low-rank only well below the layer's width"),
+    "model.adapter.alpha": (1e-6, 1e6, "LoRA alpha (scale = alpha / r)"),
+    "model.adapter.dropout": (0.0, 0.999, "a dropout probability, in [0, 1)"),
     "data.synthetic.seed": (0, SEED_MAX, "seeds are 32-bit"),
     "data.synthetic.n_authors": (2, 100_000, "fictitious authors"),
     "data.synthetic.n_world_facts": (0, 100_000, "world-facts items"),
@@ -135,6 +138,21 @@ def check_tiny(t) -> None:
         raise ConfigError(
             f"model.tiny.hidden_size={t.hidden_size} / num_heads={t.num_heads} = {t.hidden_size // t.num_heads} "
             "per head, which is odd: rotary position embeddings rotate pairs; choose an even head width"
+        )
+
+
+def check_adapter(a) -> None:
+    """model.adapter.target_modules: a list of module-name strings (or the single peft shortcut all-linear)."""
+    t = a.target_modules
+    ok = all(isinstance(m, str) and m.strip() and len(m) <= 200 for m in t) and len(t) <= 1000
+    if not ok:
+        raise ConfigError(
+            f"model.adapter.target_modules={short_repr(t)} is not a list of module names; write e.g. "
+            "model.adapter.target_modules=[q_proj,v_proj] (or [] for peft's default of the architecture)"
+        )
+    if "all-linear" in t and len(t) > 1:
+        raise ConfigError(
+            f"model.adapter.target_modules={short_repr(t)} mixes all-linear with names; give [all-linear] alone"
         )
 
 

@@ -5,6 +5,7 @@
     <run>/config.yaml         the config the run was started with
     <run>/events.jsonl        the event log (tracking.py)
     <run>/model/              unlearn: the unlearned model (consolidated safetensors + tokenizer)
+    <run>/adapter/            unlearn with model.adapter: the trained adapter in peft's format
     <run>/delta/              unlearn: the final UIPE delta shards (uipe/delta_format.py)
     <run>/eval/               TOFU logs and summary of the run's model
     <run>/checkpoints/LATEST  names the newest complete checkpoint
@@ -29,6 +30,7 @@ RUN_MARKER = "run.json"
 CONFIG = "config.yaml"
 EVENTS = "events.jsonl"
 MODEL = "model"
+ADAPTER = "adapter"
 DELTA = "delta"
 EVAL = "eval"
 CHECKPOINTS = "checkpoints"
@@ -46,7 +48,7 @@ DEMO_FINETUNE, DEMO_RUNS, DEMO_SUMMARY, DEMO_REPORT = "finetune", "runs", "summa
 _COMMON = {RUN_MARKER, LOCK_FILE, CONFIG, EVENTS, WANDB}
 # The top-level entries each kind of run writes (rundir.py: --overwrite removes these and nothing else).
 OWNED = {
-    "unlearn": _COMMON | {CHECKPOINTS, MODEL, DELTA, EVAL, UIPE, GEFFECT, PLOTS},
+    "unlearn": _COMMON | {CHECKPOINTS, MODEL, ADAPTER, DELTA, EVAL, UIPE, GEFFECT, PLOTS},
     "finetune": _COMMON | {FINETUNE_BASE, *FINETUNE_TARGETS, FINETUNE_SUMMARY},
     "demo": _COMMON | {DEMO_FINETUNE, DEMO_RUNS, PLOTS, DEMO_SUMMARY, DEMO_REPORT},
 }
@@ -78,6 +80,7 @@ class RunDir:
     config = property(lambda self: self.root / CONFIG)
     events = property(lambda self: self.root / EVENTS)
     model = property(lambda self: self.root / MODEL)
+    adapter = property(lambda self: self.root / ADAPTER)
     delta = property(lambda self: self.root / DELTA)
     delta_staging = property(lambda self: self.root / f".{DELTA}.tmp")
     eval = property(lambda self: self.root / EVAL)

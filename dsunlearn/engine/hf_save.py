@@ -66,16 +66,20 @@ def file_tensors(module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> d
 
 
 def write_hf_dir(module, out_dir: Path, chunk_bytes: int = 512 << 20, shard_bytes: int = 2 << 30,
-                 metadata: dict | None = None) -> None:  # fmt: skip
+                 metadata: dict | None = None, transform=None) -> None:  # fmt: skip
     """Weights (file layout), config.json and generation_config.json of `module` into the existing `out_dir`
-    (rank 0 writes; every rank must call it when the parameters are ZeRO-3 partitioned, `engine.partitioning`)."""
+    (rank 0 writes; every rank must call it when the parameters are ZeRO-3 partitioned, `engine.partitioning`).
+    `transform({name: tensor}) -> {name: tensor}`, if given, maps each gathered chunk (one or more whole layer
+    groups, in-memory names) before the file layout: merging LoRA adapters into their weights
+    (`engine/adapter_save.py`)."""
     main = dist.is_main()
     writer = ShardedSafetensorsWriter(out_dir, shard_bytes, metadata=metadata) if main else None
     dtype = None
     for chunk in _chunks(saved_tensors(module), chunk_bytes):
         with gathered([p for _, p in chunk if isinstance(p, torch.nn.Parameter)]):
             if writer is not None:
-                for name, t in file_tensors(module, {n: p.detach().cpu() for n, p in chunk}).items():
+                tensors = {n: p.detach().cpu() for n, p in chunk}
+                for name, t in file_tensors(module, transform(tensors) if transform else tensors).items():
                     dtype = dtype or (t.dtype if t.is_floating_point() else None)
                     writer.add(name, t)
     if main:

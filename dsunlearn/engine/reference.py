@@ -8,6 +8,8 @@ Two forms, chosen by what the objective needs:
 - A frozen model for on-the-fly logits (KL on retain batches, UNDIAL on forget batches: a whole [B, T, V]
   distribution per batch is too large to precompute): at ZeRO-3 a second DeepSpeed engine without an optimizer
   partitions it (P/N per rank, gathered per layer in forward); below ZeRO-3 a plain replica.
+A LoRA run (`model.adapter`) loads neither: its theta_o is the policy with the adapter disabled
+(`models/adapters.py: AdapterOffReference`, chosen in `recipes/unlearn.py`).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from dsunlearn.engine.hidden import LayerOutput
 from dsunlearn.engine.reference import ref_batch
 from dsunlearn.engine.shard import ShardedGrad, read_grad_shard, write_grad_shard, zero_grad_buffers
 from dsunlearn.engine.trainable import freeze_except
+from dsunlearn.models.adapters import attach_adapter, uses_adapter
 from dsunlearn.models.load import check_vocab, load_causal_lm
 
 
@@ -95,6 +96,11 @@ class UnlearnEngine:
         self.hidden = LayerOutput(model, hidden_layer) if hidden_layer is not None else None
         if trainable is not None:
             freeze_except(model, trainable, "objective.train_params in objective.train_layers")
+        # --- adapters (issue 17): the base frozen, LoRA parameters created, before deepspeed.initialize ---
+        if uses_adapter(cfg.model.adapter):
+            with torch.random.fork_rng():  # the adapter's init does not shift the run's RNG stream
+                torch.manual_seed(cfg.run.seed)
+                model = attach_adapter(model, cfg.model.adapter)
         if seed is not None:
             torch.manual_seed(seed)
         self.deepspeed, _ = create_engine(model, cfg.engine, total_steps, self.ds_config)

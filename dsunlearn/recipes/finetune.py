@@ -28,7 +28,7 @@ from dsunlearn.data.sampler import BatchStream
 from dsunlearn.engine.ds_setup import resolve_batch
 from dsunlearn.engine.hf_save import save_hf_model
 from dsunlearn.engine.unlearn_engine import MicroBatch, UnlearnEngine
-from dsunlearn.errors import DataError
+from dsunlearn.errors import ConfigError, DataError
 from dsunlearn.eval.nll import answer_nll, mean_answer_probability
 from dsunlearn.fsutil import atomic_replace_dir, atomic_write_json
 from dsunlearn.models.load import load_tokenizer
@@ -160,6 +160,11 @@ def _write_evals(cfg: RunConfig, out: Path, logs: dict, summary: dict) -> None:
 
 
 def run_finetune(cfg: RunConfig, resume: bool = False) -> dict:
+    if cfg.model.adapter.type != "none":  # adapters (issue 17) are for unlearning; finetune saves a full model
+        raise ConfigError(
+            f"model.adapter.type={cfg.model.adapter.type} is for `dsunlearn unlearn`; `dsunlearn finetune` trains "
+            "every weight: set model.adapter.type=none"
+        )
     dist.init_distributed()
     check_output_dir(cfg, "finetune", resume=resume)
     # Everything that can be wrong with the inputs is found here, before the run directory exists.

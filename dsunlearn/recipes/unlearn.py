@@ -28,6 +28,7 @@ from dsunlearn.config import RunConfig
 from dsunlearn.config_bounds import check_generation_fits
 from dsunlearn.data.collate import pad_id_of
 from dsunlearn.data.sampler import BatchStream
+from dsunlearn.engine.adapter_save import save_adapter, save_merged_model
 from dsunlearn.engine.checkpoint import RunState, _maybe_fault, check_resume_state, load_checkpoint, save_checkpoint
 from dsunlearn.engine.delta import save_delta_shard, snapshot_fragments
 from dsunlearn.engine.ds_setup import build_ds_config, resolve_batch
@@ -35,11 +36,12 @@ from dsunlearn.engine.hf_save import save_hf_model
 from dsunlearn.engine.reference import ReferenceModel
 from dsunlearn.engine.trainable import layer_selector
 from dsunlearn.engine.unlearn_engine import LossFn, MicroBatch, UnlearnEngine
-from dsunlearn.errors import DivergedError, RunError
+from dsunlearn.errors import ConfigError, DivergedError, RunError
 from dsunlearn.fsutil import atomic_replace_dir
 from dsunlearn.geometry.geffect import g_effect
 from dsunlearn.geometry.gru import GRU
 from dsunlearn.manifest import write_manifest
+from dsunlearn.models.adapters import AdapterOffReference, uses_adapter
 from dsunlearn.models.load import (
     check_before_remote_code,
     load_tokenizer,
@@ -139,6 +141,12 @@ class UnlearnRun:
         self.steps = cfg.engine.max_steps or self.forget_stream.steps_for_epochs(cfg.engine.epochs)
         # A hidden-state objective (RMU) reads one layer's output and trains only its parameter subset.
         layers = self.spec.trainable_layers(self.params)
+        if layers is not None and uses_adapter(cfg.model.adapter):
+            raise ConfigError(
+                f"objective {cfg.objective.name} trains a subset of the model's own weights "
+                "(objective.train_layers / train_params) and model.adapter trains adapters instead: use one, "
+                "e.g. model.adapter.type=none"
+            )
         self.hidden_layer = int(self.params["layer"]) if layers is not None else None
         trainable = layer_selector(*layers) if layers is not None else None
         engine = UnlearnEngine(cfg, cfg.model.name_or_path, self.tokenizer, self.steps, trainable=trainable,
@@ -203,13 +211,15 @@ class UnlearnRun:
     def gru(self) -> GRU | None:
         return self.state.gru
 
-    def _reference_model(self, engine: UnlearnEngine) -> ReferenceModel | None:
+    def _reference_model(self, engine: UnlearnEngine) -> ReferenceModel | AdapterOffReference | None:
         """A frozen theta_o for on-the-fly logits, when the retain term (KL), the objective (UNDIAL) or GRU's EMA
         (gru_ema_from kl) needs one (one model serves them all)."""
         g = self.cfg.geometry
         retain_needs = self.regularizer is not None and self.regularizer.needs_reference
         if not (retain_needs or self.spec.needs_reference_logits or (g.gru and g.gru_ema_from == "kl")):
             return None
+        if uses_adapter(self.cfg.model.adapter):  # adapters (issue 17): the base is the policy, adapter off
+            return AdapterOffReference(engine.module)
         return ReferenceModel.load(self.cfg.model.name_or_path, self.cfg.model, engine.ds_config, engine.zero3,
                                    self.hidden_layer)  # fmt: skip
 
@@ -359,6 +369,21 @@ class UnlearnRun:
         return LossSums(forget_sum, retain_sum, forget_metrics)
 
 
+def _save_model(run: UnlearnRun, out) -> None:
+    """`<out>/model` (consolidated safetensors + tokenizer); for an adapter run (issue 17) `<out>/adapter` in
+    peft's format and, with model.adapter.save_merged, the merged model as `<out>/model`."""
+    module, layout = run.engine.module, RunDir(out)
+    if not uses_adapter(run.cfg.model.adapter):
+        save_hf_model(module, layout.model, tokenizer=run.tokenizer)
+        return
+    if dist.is_main() and layout.adapter.is_dir():  # a --resume after a crash past this point: ours, replaced
+        shutil.rmtree(layout.adapter)
+    dist.barrier()
+    save_adapter(module, layout.adapter)
+    if run.cfg.model.adapter.save_merged:
+        save_merged_model(module, layout.model, tokenizer=run.tokenizer)
+
+
 def _save_final_delta(run: UnlearnRun, out) -> None:
     """`<out>/delta/rank{r}.safetensors` for UIPE, staged and renamed into place."""
     tmp, final = RunDir(out).delta_staging, RunDir(out).delta
@@ -459,7 +484,7 @@ def _finish(run: UnlearnRun, cfg: RunConfig, out, events: EventLog, t0: float, l
     if dist.is_main() and RunDir(out).model.is_dir():
         shutil.rmtree(RunDir(out).model)
     dist.barrier()
-    save_hf_model(run.engine.module, RunDir(out).model, tokenizer=run.tokenizer)
+    _save_model(run, out)
     _save_final_delta(run, out)
     summary = evaluate_now(run, out, run.steps, events, final=True) if cfg.eval.at_end else {}
     if cfg.tracking.log_model:

@@ -37,6 +37,7 @@ import torch
 
 from dsunlearn.errors import RunError
 from dsunlearn.fsutil import atomic_replace_dir
+from dsunlearn.uipe.adapter_extrapolate import adapter_dir_of, extrapolate_adapter, is_adapter_delta
 from dsunlearn.uipe.delta_format import fix_idx_key, fix_u_key, model_hash, read_delta_meta
 
 # UIPE's useful range is alpha of order 1 (the paper sweeps 0..~10); beyond 100 the delta outweighs theta_o a
@@ -100,6 +101,19 @@ def extrapolate(
             f"(hash {want[:12]}); pass the model the run unlearned from"
         )
     base_dtype = getattr(torch, metas[0].get("base_dtype", "float32"))
+    if is_adapter_delta(metas):  # a LoRA run (issue 17): delta = s B A, read from the run's adapter
+        adapter = adapter_dir_of(Path(delta_dir))
+        tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            extrapolate_adapter(original_dir, adapter, alpha, base_dtype, tmp)
+            _copy_tokenizer(Path(tokenizer_dir) if tokenizer_dir else original_dir, tmp)
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+            return atomic_replace_dir(tmp, out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     where: dict[str, list[tuple[int, dict]]] = defaultdict(list)  # in-memory name -> [(rank, param meta)]
     for m in metas:
         for name, pm in m["params"].items():

@@ -170,10 +170,12 @@ class RefResult:
     steps: list
 
 
-def reference_unlearn(cfg, steps: int, world: int, geffect: bool = False) -> RefResult:
+def reference_unlearn(cfg, steps: int, world: int, geffect: bool = False, adapt=None) -> RefResult:
     """Run `steps` optimizer steps of the unlearning update of `cfg` in float64 on one process.
 
     `world` only serves to build the same `BatchStream`s (their global batches do not depend on it).
+    `adapt(model) -> model`, if given, changes the float64 model before training (the LoRA test's own low-rank
+    layers, base frozen): the trainable parameters are then whatever it leaves with requires_grad.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -205,6 +207,8 @@ def reference_unlearn(cfg, steps: int, world: int, geffect: bool = False) -> Ref
     rs = BatchStream(len(retain), gb, micro, world, seed=cfg.run.seed + 1)
 
     model = AutoModelForCausalLM.from_pretrained(cfg.model.name_or_path, dtype=torch.float64)
+    if adapt is not None:
+        model = adapt(model)
     model.train()
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
