@@ -17,8 +17,11 @@ from dsunlearn import dist
 from dsunlearn.run_layout import RunDir
 from dsunlearn.suites.base import SUMMARY_FILE
 
-# (objective, GRU, retain loss). RMU joins here as ("rmu", False, ...) once the objective is merged.
-RUNS = [("ga", False, "none"), ("graddiff", False, "nll"), ("npo", False, "nll")]
+# (objective, GRU, overrides of tiny_wmdp_unlearn). GA has no retain term; GradDiff's gradient is unbounded,
+# so it runs at a tenth of NPO's lr. RMU joins here as ("rmu", False, [...]) once the objective is merged.
+RUNS = [("ga", False, ["objective.retain_loss=none", "engine.lr=3e-4", "engine.epochs=5"]),
+        ("graddiff", False, ["engine.lr=3e-4"]),
+        ("npo", False, [])]  # fmt: skip
 COLUMNS = ("wmdp_acc", "wmdp_bio_acc", "wmdp_cyber_acc", "mmlu_acc")
 CHANCE = 0.25
 # --quick: the same pipeline on a few questions and steps (a smoke test, not a result).
@@ -54,14 +57,13 @@ def run_wmdp(out: Path, quick: bool, world: int) -> list[dict]:
     run_finetune(ft_cfg)
     full_sum = json.loads((RunDir(ft.root / "full").eval / SUMMARY_FILE).read_text())
     rows = [_row("target", "-", False, full_sum, time.time() - t0)]
-    for i, (obj, gru, retain) in enumerate(runs):
+    for i, (obj, gru, overrides) in enumerate(runs):
         name = f"{obj}_gru" if gru else obj
         _say(f"[{2 + i}/{n}] WMDP: unlearning {obj}{' + GRU' if gru else ''}")
         cfg = load_config("tiny_wmdp_unlearn", [
             f"model.name_or_path={ft.finetuned_model('full')}", f"run.output_dir={demo.demo_run(name).root}",
-            f"objective.name={obj}", f"geometry.gru={str(gru).lower()}", f"objective.retain_loss={retain}",
-            f"engine.micro_batch_size={micro}",
-        ] + extra + (["engine.max_steps=2"] if quick else []))  # fmt: skip
+            f"objective.name={obj}", f"geometry.gru={str(gru).lower()}", f"engine.micro_batch_size={micro}",
+        ] + overrides + extra + (["engine.max_steps=2"] if quick else []))  # fmt: skip
         t0 = time.time()
         result = run_unlearn(cfg)
         rows.append(_row(name, obj, gru, result.eval, time.time() - t0))
