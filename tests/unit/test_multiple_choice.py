@@ -157,3 +157,22 @@ def test_left_truncation_to_the_models_context(tok):
         logp = torch.log_softmax(model.double()(torch.tensor([ids])).logits[0, -1].double(), -1)
     want = [logp[encode_pair(tok, ctx, " " + x)[1][0]].item() for x in "ABCD"]
     assert row == pytest.approx(want, abs=2e-5)
+
+
+def test_a_tokenizer_that_adds_a_bos_keeps_it_as_lm_eval_does(tok):
+    """lm-eval 0.4.13 encodes with the tokenizer's default special tokens: a Llama-style BOS is scored."""
+    import copy
+
+    from tokenizers.processors import TemplateProcessing
+
+    bos_tok = copy.deepcopy(tok)
+    bos_tok.backend_tokenizer.post_processor = TemplateProcessing(
+        single=f"{tok.bos_token} $A", special_tokens=[(tok.bos_token, tok.bos_token_id)]
+    )
+    ctx = mc_prompt(*QUESTIONS[1])
+    ctx_ids, cont = encode_pair(bos_tok, ctx, " B")
+    assert ctx_ids[0] == tok.bos_token_id and ctx_ids[1:] == tok(ctx).input_ids and len(cont) == 1
+    model = _llama(tok, seed=4)
+    row = choice_loglikelihoods(model, bos_tok, [ctx], 1)[0]
+    assert row == pytest.approx(_reference_lls(model, bos_tok, ctx, [" A", " B", " C", " D"]), abs=2e-5)
+    assert row != pytest.approx(choice_loglikelihoods(model, tok, [ctx], 1)[0], abs=1e-3)  # the BOS matters
