@@ -111,6 +111,37 @@ class MuseConfig:
 
 
 @dataclass
+class WmdpConfig:
+    """WMDP's own settings (data.suite=wmdp): hub ids of its sets, what is evaluated (docs/evaluation.md#wmdp)."""
+
+    subsets: str = _f(
+        "auto",
+        "WMDP subsets evaluated, comma-separated (bio, cyber, chem); auto = all the source has (synthetic: bio, cyber)",
+    )
+    mmlu_subjects: str = _f(
+        "all",
+        "MMLU subjects evaluated (general accuracy), comma-separated; all = every subject of the source "
+        "(hub/local: MMLU's 57; synthetic: its general-knowledge subjects)",
+    )
+    acc_norm: bool = _f(False, "also report lm-eval's acc_norm (log-likelihood / choice length; = acc for A..D)")
+    windows: str = _f(
+        "document",
+        "training text -> windows: document (RMU: each text its own window, cut at data.max_length) or concat",
+        ("document", "concat"),
+    )
+    min_chars: int = _f(50, "training texts of at most this many characters are dropped (RMU's min_len: 50)")
+    mmlu_hub: str = _f("cais/mmlu", "hub id of MMLU (config = subject, split test)")
+    bio_forget_hub: str = _f("cais/wmdp-bio-forget-corpus", "hub id of the bio forget corpus (gated; split train)")
+    cyber_forget_hub: str = _f("cais/wmdp-cyber-forget-corpus", "hub id of the cyber forget corpus (split train)")
+    corpora_hub: str = _f(
+        "cais/wmdp-corpora", "hub id of the older corpora (configs cyber-forget-corpus, cyber-retain-corpus, ...)"
+    )
+    wikitext_hub: str = _f("wikitext", "hub id of WikiText (config wikitext-2-raw-v1, split test: RMU's retain)")
+    n_hazard: int = _f(24, "synthetic: questions (and documents) per hazardous subset (bio, cyber)")
+    n_general: int = _f(16, "synthetic: questions (and documents) per general-knowledge subject")
+
+
+@dataclass
 class DataConfig:
     suite: str = _f(
         DEFAULT_SUITE,
@@ -159,6 +190,7 @@ class DataConfig:
     )
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     muse: MuseConfig = field(default_factory=MuseConfig)
+    wmdp: WmdpConfig = field(default_factory=WmdpConfig)
 
 
 # The objectives' names and hyper-parameters, read without importing torch (`objective_catalog.py`): a config

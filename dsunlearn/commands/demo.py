@@ -13,8 +13,9 @@ def add_arguments(p) -> None:
     p.add_argument("--nproc", type=int, default=1, help="processes (CPU ranks or GPUs) to run on")
     p.add_argument("--overwrite", action="store_true", help="replace an existing demo in the output dir")
     p.add_argument("--quick", action="store_true", help="smoke test: the same pipeline on tiny data, few steps")
-    p.add_argument("--suite", default="tofu", choices=("tofu", "muse"),
-                   help="which benchmark's demo: tofu (default) or muse (synthetic MUSE news corpus)")  # fmt: skip
+    p.add_argument("--suite", default="tofu", choices=("tofu", "muse", "wmdp"),
+                   help="which benchmark's demo: tofu (default), muse (synthetic MUSE news corpus) or wmdp "
+                        "(synthetic hazardous / general multiple-choice set)")  # fmt: skip
 
 
 def run(args) -> int:
@@ -33,6 +34,10 @@ def run(args) -> int:
             from dsunlearn.recipes.demo_muse import muse_table
 
             print(muse_table(result.rows))
+        elif result.suite == "wmdp":
+            from dsunlearn.recipes.demo_wmdp import wmdp_table
+
+            print(wmdp_table(result.rows))
         else:
             from dsunlearn.report import results_table
 

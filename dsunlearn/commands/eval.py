@@ -32,7 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", metavar="DIR", help="eval files go to DIR/eval (default: the model dir's parent)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DIR/eval")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
-    what = "with --from-log: the benchmark whose log it is (default tofu; --model reads data.suite)"
+    what = (
+        "the benchmark: with --from-log the one whose log it is (default tofu); with --model it sets "
+        "data.suite (default: the config's)"
+    )
     p.add_argument("--suite", default=None, choices=SUITE_NAMES, help=what)
 
 
@@ -57,7 +60,9 @@ def _from_model(args) -> int:
     from dsunlearn import dist
     from dsunlearn.recipes.evaluate import EvalInputs, evaluate_model
 
-    inputs = EvalInputs(args.model, args.config, tuple(args.overrides or []), args.retain_log, args.output_dir,
+    # --suite first, so that an explicit data.suite=... override still wins
+    overrides = ((f"data.suite={args.suite}",) if args.suite else ()) + tuple(args.overrides or [])
+    inputs = EvalInputs(args.model, args.config, overrides, args.retain_log, args.output_dir,
                         bool(args.overwrite))  # fmt: skip
     result = evaluate_model(inputs)
     if dist.is_main():

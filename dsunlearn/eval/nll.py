@@ -22,8 +22,10 @@ from dsunlearn.objectives.logprobs import token_logprobs
 
 
 @torch.no_grad()
-def per_item_forward(module, encoded: list[Encoded], batch_size: int, pad_id: int, per_batch: Callable) -> list:
-    """`per_batch(batch, logits)` -> one value per row, for every item, in item order on all ranks.
+def per_item_forward(module, encoded: list[Encoded], batch_size: int, pad_id: int, per_batch: Callable,
+                     with_index: bool = False) -> list:  # fmt: skip
+    """`per_batch(batch, logits)` -> one value per row, for every item, in item order on all ranks
+    (`with_index`: ``per_batch(batch, logits, idx)``, `idx` the rows' item indices, for per-item side data).
 
     `batch` is the right-padded {input_ids, attention_mask, labels} [B, T] of a global batch, `logits` [B, T, V]
     the module's. `module` is an HF causal LM (or a DeepSpeed engine's `.module`, ZeRO-3 included; all ranks
@@ -42,7 +44,8 @@ def per_item_forward(module, encoded: list[Encoded], batch_size: int, pad_id: in
         batch = {k: v.to(device) for k, v in pad_batch([encoded[i] for i in rows], pad_id).items()}
         logits = module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         if idx is not None:
-            mine.update(zip(idx, per_batch(batch, logits), strict=True))
+            values = per_batch(batch, logits, idx) if with_index else per_batch(batch, logits)
+            mine.update(zip(idx, values, strict=True))
     module.train(was_training)
     return gather_items(mine, len(encoded))
 

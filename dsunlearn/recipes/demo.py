@@ -89,6 +89,8 @@ def run_demo(out: Path, overwrite: bool = False, quick: bool = False, suite: str
         dist.init_distributed()
         if suite == "muse":
             return _run_muse_demo(out, quick, dist.world_size())
+        if suite == "wmdp":
+            return _run_wmdp_demo(out, quick, dist.world_size())
         return _run_demo(out, quick, dist.world_size())
     finally:
         release_output_dir(out)
@@ -204,6 +206,25 @@ def _run_muse_demo(out: Path, quick: bool, world: int) -> DemoResult:
         record_files(out, [demo.demo_summary.name, demo.demo_report.name])
     dist.barrier()
     return DemoResult(rows=rows, wall_seconds=round(wall, 1), uipe=None, suite="muse")
+
+
+def _run_wmdp_demo(out: Path, quick: bool, world: int) -> DemoResult:
+    from dsunlearn.recipes.demo_wmdp import plot_wmdp, report_lines, run_wmdp
+
+    t0 = time.time()
+    rows = run_wmdp(out, quick, world)
+    wall = time.time() - t0
+    demo = RunDir(out)
+    if dist.is_main():
+        plot_wmdp(rows, demo.plots / "wmdp.png")
+        atomic_write_json(demo.demo_summary, rows)
+        lines = ["# dsunlearn demo report: WMDP", "",
+                 f"Embedded default (synthetic WMDP-format set, tiny Llama), {world} process(es), "
+                 f"{wall / 60:.1f} minutes in all.", "", *report_lines(rows)]  # fmt: skip
+        atomic_write_text(demo.demo_report, "\n".join(lines))
+        record_files(out, [demo.demo_summary.name, demo.demo_report.name])
+    dist.barrier()
+    return DemoResult(rows=rows, wall_seconds=round(wall, 1), uipe=None, suite="wmdp")
 
 
 def _write_report(out: Path, rows, uipe: SweepResult, geffect, wall, world, results_table) -> None:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 _REGISTRY: dict[str, str] = {
     "tofu": "dsunlearn.suites.tofu.suite:TofuSuite",
     "muse": "dsunlearn.suites.muse.suite:MuseSuite",
+    "wmdp": "dsunlearn.suites.wmdp.suite:WmdpSuite",
 }
 NAMES: tuple[str, ...] = tuple(_REGISTRY)
 DEFAULT = "tofu"
@@ -41,6 +42,19 @@ SPLITS: dict[str, SplitRules] = {
         "forget",
         "retain1",
         "muse-bench/MUSE-{Corpus}",
+    ),  # fmt: skip
+    # WMDP's forget corpora (suites/wmdp/data.py); "+" joins two; hub_name is the questions' dataset (cais/wmdp)
+    "wmdp": SplitRules(
+        (
+            "bio-forget+cyber-forget",
+            "bio-forget",
+            "cyber-forget",
+            "corpora/cyber-forget",
+            "corpora/cyber-forget+bio-forget",
+        ),
+        "bio-forget+cyber-forget",
+        "wikitext",
+        "cais/wmdp",
     ),  # fmt: skip
 }
 

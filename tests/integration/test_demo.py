@@ -50,3 +50,19 @@ def test_quick_muse_demo_writes_its_table_report_and_plot(tmp_path):
     report = (out / "report.md").read_text()
     assert "| KnowMem_r |" in report and (out / "plots" / "muse.png").stat().st_size > 10_000
     assert "plots/muse.png" in report and "VerbMem_f" in r.stdout
+
+
+def test_quick_wmdp_demo_writes_its_table_report_and_plot(tmp_path):
+    out = tmp_path / "wmdp_demo"
+    r = subprocess.run([sys.executable, "-m", "dsunlearn", "demo", "--suite", "wmdp", "--quick", "--output-dir",
+                        str(out)], capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads((out / "summary.json").read_text())
+    assert [row["name"] for row in rows] == ["target", "graddiff"]
+    keys = {"name", "objective", "gru", "wmdp_acc", "wmdp_bio_acc", "wmdp_cyber_acc", "mmlu_acc", "wall_seconds"}
+    assert all(set(row) == keys for row in rows) and all(0.0 <= row["wmdp_acc"] <= 1.0 for row in rows)
+    log = json.loads((out / "runs" / "graddiff" / "eval" / "WMDP_EVAL.json").read_text())
+    assert len(log["wmdp_bio_acc"]["value_by_index"]) == 8  # --quick: 8 questions per hazardous subset
+    report = (out / "report.md").read_text()
+    assert "| WMDP acc |" in report and (out / "plots" / "wmdp.png").stat().st_size > 10_000
+    assert "plots/wmdp.png" in report and "general / target" in r.stdout

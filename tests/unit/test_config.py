@@ -45,7 +45,8 @@ def test_overrides_types_and_lambda_alias():
         (["geometry.gru_cos_clip=0"], ["geometry.gru_cos_clip=0.0", "[-1, 0)"]),
         (["geometry.gru_cos_clip=-1.5"], ["geometry.gru_cos_clip=-1.5", "[-1, 0)"]),
         (["data.source=local"], ["data.path"]),
-        (["data.suite=wmdp"], ["data.suite='wmdp'", "choose one of: tofu, muse"]),
+        (["data.suite=harmbench"], ["data.suite='harmbench'", "choose one of: tofu, muse, wmdp"]),
+        (["data.suite=wmdp", "data.forget_split=forget10"], ["data.forget_split='forget10'", "cyber-forget"]),
         (
             ["data.suite=muse", "data.forget_split=forget10"],
             ["data.forget_split='forget10'", "data.suite=muse", "forget"],

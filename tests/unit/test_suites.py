@@ -30,9 +30,9 @@ def test_registry_gives_one_stateless_instance_per_name():
 
 def test_unknown_suite_refused_in_one_line_with_the_allowed_names():
     with pytest.raises(ConfigError) as e:
-        get_suite("wmdp")
+        get_suite("harmbench")
     msg = str(e.value)
-    assert "\n" not in msg and "data.suite='wmdp'" in msg and ", ".join(NAMES) in msg
+    assert "\n" not in msg and "data.suite='harmbench'" in msg and ", ".join(NAMES) in msg
 
 
 def test_config_key_selects_the_suite_and_accepts_exactly_the_registered_names():
