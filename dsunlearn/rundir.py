@@ -44,6 +44,8 @@ _TMP = re.compile(r"\..+\.tmp")  # staging names of dsunlearn's atomic writers (
 _HELD: dict[Path, RunLock] = {}
 # geometry keys added after runs existed, with the value that reproduces those runs (left out of their identity)
 _GRU_VARIANT_DEFAULTS = {"gru_project": "forget", "gru_ema_from": "nll", "gru_cos_clip": None}
+# other keys added after runs existed ("section.key": the value that reproduces those runs), likewise left out
+_LATER_DEFAULTS = {"eval.length_batches": False}
 
 
 def _identity(cfg: RunConfig) -> str:
@@ -58,7 +60,8 @@ def _identity(cfg: RunConfig) -> str:
     default_suite = ("data.suite", "data.muse") if cfg.data.suite == DEFAULT_SUITE else ()
     # GRU's variant keys came later too: at their defaults (the only behaviour before them) they are left out.
     default_gru = tuple(f"geometry.{k}" for k, v in _GRU_VARIANT_DEFAULTS.items() if getattr(cfg.geometry, k) == v)
-    return config_hash(c, ignore=("run.overwrite", "run.output_dir", *default_suite, *default_gru))
+    later = tuple(k for k, v in _LATER_DEFAULTS.items() if getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1]) == v)
+    return config_hash(c, ignore=("run.overwrite", "run.output_dir", *default_suite, *default_gru, *later))
 
 
 def new_marker(cfg: RunConfig | None, kind: str) -> dict:

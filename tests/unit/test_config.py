@@ -91,12 +91,13 @@ def test_dump_round_trips_and_hash(tmp_path):
 
 
 GRU_VARIANT_KEYS = ("gru_project", "gru_ema_from", "gru_cos_clip")
+LATER_KEYS = (("eval", "length_batches"),)  # keys added later still, left out of the identity at their defaults
 
 
-def test_gru_variant_keys_at_their_defaults_keep_the_identity_of_runs_from_before_them():
+def test_later_keys_at_their_defaults_keep_the_identity_of_runs_from_before_them():
     """--resume compares the config hash of `rundir._identity`. A run started before geometry.gru_project,
-    gru_ema_from and gru_cos_clip existed hashed its config without them: at their defaults (that behaviour) they
-    are left out, any other value makes a different run."""
+    gru_ema_from and gru_cos_clip (or eval.length_batches) existed hashed its config without them: at their
+    defaults (that behaviour) they are left out, any other value makes a different run."""
     import hashlib
 
     from dsunlearn import rundir
@@ -107,13 +108,16 @@ def test_gru_variant_keys_at_their_defaults_keep_the_identity_of_runs_from_befor
     before = config_to_dict(cfg)  # the config as an older dsunlearn wrote it: no GRU variant keys
     for key in GRU_VARIANT_KEYS:
         before["geometry"].pop(key)
+    for section, key in LATER_KEYS:
+        before[section].pop(key)
     for section, key in (("run", "overwrite"), ("run", "output_dir"), ("data", "suite"), ("data", "muse")):
         before[section].pop(key)  # what the identity always leaves out (a TOFU run's suite and MUSE section)
     old_hash = hashlib.sha256(yaml.safe_dump(before, sort_keys=True).encode()).hexdigest()[:16]
     assert rundir._identity(cfg) == old_hash
-    variants = ["geometry.gru_project=combined", "geometry.gru_ema_from=kl", "geometry.gru_cos_clip=-0.5"]
+    variants = ["geometry.gru_project=combined", "geometry.gru_ema_from=kl", "geometry.gru_cos_clip=-0.5",
+                "eval.length_batches=true"]  # fmt: skip
     hashes = {rundir._identity(load_config("tiny_npo_gru", [v])) for v in variants}
-    assert len(hashes) == 3 and old_hash not in hashes
+    assert len(hashes) == 4 and old_hash not in hashes
 
 
 def test_every_shipped_config_loads():
