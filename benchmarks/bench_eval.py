@@ -137,8 +137,11 @@ def main() -> None:
 
     dist.init_distributed()
     cfg = load_config(args.config, ["run.output_dir=/tmp/bench_eval_unused"])
-    rows = [bench_model(m, cfg, args.repeats, args.compare_log) for m in args.models]
-    print(json.dumps(rows))
+    rows = []
+    for m in args.models:
+        rows.append(bench_model(m, cfg, args.repeats, args.compare_log))
+        if dist.is_main():
+            print(json.dumps(rows[-1]), flush=True)
     head = "| model | items | item order: items/s | length batches: items/s | speed-up | max abs diff | texts differ |"
     lines = [head, "|---|---|---|---|---|---|---|"]
     for r in rows:
