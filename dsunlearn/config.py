@@ -308,6 +308,12 @@ class EvalConfig:
         " one more forward over both answer sets",
     )
     mia_k: float = _f(0.4, "Min-K% / Min-K%++: the fraction of lowest-probability answer tokens, in (0, 1]")
+    length_batches: bool = _f(
+        False,
+        "cut eval batches from the items sorted by length, longest first (less padding: faster), not in item order;"
+        " the same on any world size, but float results move by ~1e-6 with the padding (off: bit-identical to"
+        " earlier logs). TOFU's official mode keeps its item-order generation batches",
+    )
 
 
 @dataclass

@@ -30,7 +30,7 @@ import yaml
 
 from dsunlearn import __version__, dist
 from dsunlearn import run_layout as layout
-from dsunlearn.config import DEFAULT_SUITE, RunConfig
+from dsunlearn.config import DEFAULT_SUITE, AdapterConfig, RunConfig
 from dsunlearn.config_io import config_hash, config_to_dict, dump_config
 from dsunlearn.errors import RunError
 from dsunlearn.fsutil import atomic_write_json
@@ -44,6 +44,10 @@ _TMP = re.compile(r"\..+\.tmp")  # staging names of dsunlearn's atomic writers (
 _HELD: dict[Path, RunLock] = {}
 # geometry keys added after runs existed, with the value that reproduces those runs (left out of their identity)
 _GRU_VARIANT_DEFAULTS = {"gru_project": "forget", "gru_ema_from": "nll", "gru_cos_clip": None}
+# other keys added after runs existed ("section.key": the value that reproduces those runs), likewise left out
+_LATER_DEFAULTS = {"eval.length_batches": False, "model.adapter": AdapterConfig()}
+# each suite's own data section: part of the identity of that suite's runs only
+_SUITE_SECTIONS = {"muse": "data.muse", "wmdp": "data.wmdp"}
 
 
 def _identity(cfg: RunConfig) -> str:
@@ -53,12 +57,14 @@ def _identity(cfg: RunConfig) -> str:
     for dotted, path in run_inputs(cfg).items():
         section, key = dotted.split(".")
         setattr(getattr(c, section), key, str(path))
-    # Runs from before `data.suite` existed were TOFU runs: the default suite, and the MUSE section a TOFU run
-    # never reads, leave their identity unchanged.
-    default_suite = ("data.suite", "data.muse") if cfg.data.suite == DEFAULT_SUITE else ()
+    # Runs from before `data.suite` existed were TOFU runs: the default suite leaves their identity unchanged, and
+    # so do the sections of the suites a run does not use (a MUSE run from before WMDP had no data.wmdp).
+    default_suite = ("data.suite",) if cfg.data.suite == DEFAULT_SUITE else ()
+    default_suite += tuple(key for suite, key in _SUITE_SECTIONS.items() if suite != cfg.data.suite)
     # GRU's variant keys came later too: at their defaults (the only behaviour before them) they are left out.
     default_gru = tuple(f"geometry.{k}" for k, v in _GRU_VARIANT_DEFAULTS.items() if getattr(cfg.geometry, k) == v)
-    return config_hash(c, ignore=("run.overwrite", "run.output_dir", *default_suite, *default_gru))
+    later = tuple(k for k, v in _LATER_DEFAULTS.items() if getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1]) == v)
+    return config_hash(c, ignore=("run.overwrite", "run.output_dir", *default_suite, *default_gru, *later))
 
 
 def new_marker(cfg: RunConfig | None, kind: str) -> dict:

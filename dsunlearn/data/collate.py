@@ -31,15 +31,16 @@ class Encoded:
 
 
 def encode_qa(tokenizer, question: str, answer: str, max_length: int, truncation: str = "refuse", where: str = "",
-              fmt: pf.PromptFormat | None = None) -> Encoded:  # fmt: skip
+              fmt: pf.PromptFormat | None = None, prompt: str | None = None) -> Encoded:  # fmt: skip
     """[prompt ids | answer ids + EOS] of ``prompt + answer`` tokenized once; labels on the answer part only.
 
-    `fmt` None: ``auto`` for this tokenizer. Too long: `truncation="refuse"` raises DataError (what, where, how
-    to fix); "truncate" cuts the answer's tail with a warning (the prompt is kept whole: a cut prompt would
-    change the question).
+    `fmt` None: ``auto`` for this tokenizer. `prompt`: the question's prompt text when the caller already
+    rendered it (``prompt_format.prompt_text(tokenizer, fmt, question)``: one render for several answers).
+    Too long: `truncation="refuse"` raises DataError (what, where, how to fix); "truncate" cuts the answer's tail
+    with a warning (the prompt is kept whole: a cut prompt would change the question).
     """
     fmt = fmt or pf.resolve(tokenizer)
-    prompt = pf.prompt_text(tokenizer, fmt, question, where)
+    prompt = pf.prompt_text(tokenizer, fmt, question, where) if prompt is None else prompt
     ids, n_prompt, clean = pf.tokenize_joint(tokenizer, fmt, prompt, answer)
     n_masked = min(pf.question_token_count(tokenizer, fmt, question), len(ids)) if fmt.official else n_prompt
     p, a = ids[:n_masked], ids[n_masked:]

@@ -80,14 +80,19 @@ def greedy_generate(
     *,
     batch_cap: bool = False,
     strip: bool = True,
+    order: list[int] | None = None,
 ) -> list[str]:
     """Greedy generations of `prompts` (token ids, N of them), in item order, on every rank.
 
     Stops at EOS or the cap (per item, or per batch with `batch_cap`; see the module docstring); decodes only
     the new tokens, special tokens skipped, whitespace stripped unless `strip=False` (TOFU does not strip).
     `module` is an HF causal LM or a DeepSpeed engine's `.module`; all ranks must call this.
-    ZeRO-3 partitioned parameters (``engine.partitioning``) turn on the lockstep mode.
+    ZeRO-3 partitioned parameters (``engine.partitioning``) turn on the lockstep mode. `order`: the permutation
+    the global batches are cut from (``data.sharding.length_order`` of the prompt lengths: rows of a batch need
+    less left padding); not with `batch_cap`, whose caps are defined by TOFU's item-order batches.
     """
+    if batch_cap and order is not None:
+        raise ValueError("batch_cap (TOFU's per-batch length cap) is defined on item-order batches: order=None")
     from dsunlearn import dist
 
     world = dist.world_size()
@@ -99,7 +104,7 @@ def greedy_generate(
     module.eval()
     device = next(module.parameters()).device
     mine: dict[int, str] = {}
-    for idx in round_robin_rounds(len(prompts), batch_size, dist.rank(), dist.world_size()):
+    for idx in round_robin_rounds(len(prompts), batch_size, dist.rank(), dist.world_size(), order):
         real = idx is not None
         if not real and not synced:
             continue  # without ZeRO-3 a rank with no work needs no dummy forward

@@ -22,10 +22,20 @@ from dsunlearn.objectives.logprobs import token_logprobs
 
 
 @torch.no_grad()
-def per_item_forward(module, encoded: list[Encoded], batch_size: int, pad_id: int, per_batch: Callable,
-                     with_index: bool = False) -> list:  # fmt: skip
+def per_item_forward(
+    module,
+    encoded: list[Encoded],
+    batch_size: int,
+    pad_id: int,
+    per_batch: Callable,
+    with_index: bool = False,
+    order: list[int] | None = None,
+) -> list:
     """`per_batch(batch, logits)` -> one value per row, for every item, in item order on all ranks
     (`with_index`: ``per_batch(batch, logits, idx)``, `idx` the rows' item indices, for per-item side data).
+
+    `order`: the permutation the global batches are cut from (``data.sharding.length_order`` for
+    ``eval.length_batches``); None: item order.
 
     `batch` is the right-padded {input_ids, attention_mask, labels} [B, T] of a global batch, `logits` [B, T, V]
     the module's. `module` is an HF causal LM (or a DeepSpeed engine's `.module`, ZeRO-3 included; all ranks
@@ -37,7 +47,7 @@ def per_item_forward(module, encoded: list[Encoded], batch_size: int, pad_id: in
     device = next(module.parameters()).device
     lockstep = dist.world_size() > 1 and module_is_partitioned(module)
     mine: dict[int, Any] = {}
-    for idx in round_robin_rounds(len(encoded), batch_size, dist.rank(), dist.world_size()):
+    for idx in round_robin_rounds(len(encoded), batch_size, dist.rank(), dist.world_size(), order):
         if idx is None and not lockstep:
             continue  # only ZeRO-3's collective parameter gathers need the dummy forward
         rows = idx if idx is not None else [0]
@@ -50,19 +60,21 @@ def per_item_forward(module, encoded: list[Encoded], batch_size: int, pad_id: in
     return gather_items(mine, len(encoded))
 
 
-def answer_nll_sums(module, encoded: list[Encoded], batch_size: int, pad_id: int) -> tuple[list[float], list[int]]:
+def answer_nll_sums(
+    module, encoded: list[Encoded], batch_size: int, pad_id: int, order: list[int] | None = None
+) -> tuple[list[float], list[int]]:
     """(summed NLL over answer tokens, answer token count) per item; all ranks get the full lists.
 
     Per item: ``sum_i -log p(a_i | q, a_<i)`` over its label tokens (answer + EOS), summed in float64 from the
     float32 per-token log-probs. `module` is an HF causal LM (or a DeepSpeed engine's `.module`, ZeRO-3
-    included; all ranks must call this). Batches are right-padded [B, T].
+    included; all ranks must call this). Batches are right-padded [B, T], cut from `order` (`per_item_forward`).
     """
 
     def sums_and_counts(batch, logits):
         logp, mask = token_logprobs(logits, batch["labels"])  # [B, T-1], upcasts chunk by chunk
         return list(zip((-logp.double().sum(-1)).cpu().tolist(), mask.sum(-1).cpu().tolist(), strict=True))
 
-    merged = per_item_forward(module, encoded, batch_size, pad_id, sums_and_counts)
+    merged = per_item_forward(module, encoded, batch_size, pad_id, sums_and_counts, order=order)
     return [m[0] for m in merged], [m[1] for m in merged]
 
 

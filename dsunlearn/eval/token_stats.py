@@ -66,10 +66,12 @@ def vocab_stats(logits: torch.Tensor, labels: torch.Tensor, *, chunk_size: int |
     return {**out, "pred": pred, "mask": mask}
 
 
-def item_token_stats(module, encoded: list[Encoded], batch_size: int, pad_id: int) -> list[TokenStats]:
+def item_token_stats(
+    module, encoded: list[Encoded], batch_size: int, pad_id: int, order: list[int] | None = None
+) -> list[TokenStats]:
     """TokenStats of every item (its label tokens: answer + EOS, or a text window's tokens); all ranks get the
     full list. `module` is an HF causal LM or a DeepSpeed engine's `.module` (ZeRO-3 included: every rank must
-    call this)."""
+    call this). `order`: the permutation batches are cut from (``eval.nll.per_item_forward``)."""
 
     def rows(batch, logits) -> list[TokenStats]:
         stats = vocab_stats(logits, batch["labels"])
@@ -83,4 +85,4 @@ def item_token_stats(module, encoded: list[Encoded], batch_size: int, pad_id: in
             ))  # fmt: skip
         return out
 
-    return per_item_forward(module, encoded, batch_size, pad_id, rows)
+    return per_item_forward(module, encoded, batch_size, pad_id, rows, order=order)

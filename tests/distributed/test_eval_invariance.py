@@ -52,6 +52,7 @@ def _evaluate(model_dir):
     tok = load_tokenizer(model_dir)
     plain = evaluate(load_causal_lm(model_dir), tok, DATA, EVAL)
     official = evaluate(load_causal_lm(model_dir), tok, *OFFICIAL)
+    by_length = evaluate(load_causal_lm(model_dir), tok, DATA, dataclasses.replace(EVAL, length_batches=True))
     model = load_causal_lm(model_dir)
     ds_cfg = {
         "train_micro_batch_size_per_gpu": 1,
@@ -67,7 +68,7 @@ def _evaluate(model_dir):
     official_zero3 = evaluate(engine.module, tok, *OFFICIAL)
     assert engine.module.training
     stats = (_token_stats(load_causal_lm(model_dir), tok), _token_stats(engine.module, tok))
-    return plain, zero3, official, official_zero3, stats
+    return plain, zero3, official, official_zero3, stats, by_length
 
 
 def _token_stats(module, tok):
@@ -113,9 +114,9 @@ def _check(a, b, atol):
 def test_one_rank_equals_two_ranks_plain_and_zero3(model_dir):
     (one,) = run_distributed(_evaluate, 1, model_dir)
     two = run_distributed(_evaluate, 2, model_dir)
-    plain1, zero3_1, off1, off_zero3_1, stats1 = one
+    plain1, zero3_1, off1, off_zero3_1, stats1, by_len1 = one
     assert two[0] == two[1]  # every rank returns the whole log
-    plain2, zero3_2, off2, off_zero3_2, stats2 = two[0]
+    plain2, zero3_2, off2, off_zero3_2, stats2, by_len2 = two[0]
     # membership-inference inputs: the same floats on 1 and 2 ranks (plain), float noise only under ZeRO-3
     assert stats1[0] == stats2[0]
     for a, b in ((stats1[0], stats1[1]), (stats1[0], stats2[1])):
@@ -132,6 +133,10 @@ def test_one_rank_equals_two_ranks_plain_and_zero3(model_dir):
     # ZeRO-3 runs the same arithmetic on gathered parameters; allow float noise only.
     _check(plain1, zero3_1, atol=1e-5)
     _check(plain1, zero3_2, atol=1e-5)
+    # eval.length_batches: batches cut longest first, still global: the same floats on 1 and 2 ranks; against
+    # item-order batches only the padding changes (float noise, the same texts on this model).
+    _check(by_len1, by_len2, atol=0)
+    _check(plain1, by_len1, atol=1e-5)
     gens = [t[1] for k, s in plain1.items() if k != MIA_FILE for t in s["generated_text"].values()]
     assert len(set(gens)) > 5  # a real test of generation, not one constant string
     scores = _mia_values(plain1[MIA_FILE])

@@ -91,30 +91,50 @@ def test_dump_round_trips_and_hash(tmp_path):
     assert config_hash(load_config("tiny_finetune", ["engine.lr=1e-4"])) != config_hash(cfg)
 
 
-GRU_VARIANT_KEYS = ("gru_project", "gru_ema_from", "gru_cos_clip")
+# The keys of a TOFU config as dsunlearn wrote it before the GRU variant keys, the suites' sections and every key
+# since (frozen here on purpose: a key added later that is not left out of the identity at its default fails
+# the test below, instead of silently refusing the --resume of every older run).
+OLD_KEYS = {
+    "model": ["dtype", "name_or_path", "tiny", "tokenizer", "trust_remote_code"],
+    "data": ["date_string", "forget_split", "hub_name", "idk_file", "max_length", "path", "prompt_format",
+             "retain_split", "source", "synthetic", "system_prompt", "tofu_official", "train_utility_sets",
+             "truncation"],
+    "objective": ["beta", "gamma", "kl_positions", "lambda", "name", "retain_loss"],
+    "engine": ["ds_config", "epochs", "global_batch_size", "grad_accum_steps", "grad_clip", "lr", "max_steps",
+               "micro_batch_size", "optimizer", "precision", "scheduler", "warmup_ratio", "weight_decay",
+               "zero_stage"],
+    "geometry": ["geffect_every", "gru", "gru_ema"],
+    "eval": ["at_end", "batch_size", "every_steps", "max_items", "max_length", "max_new_tokens", "mia", "mia_k",
+             "retain_log"],
+    "tracking": ["entity", "log_every", "log_model", "mode", "project", "wandb"],
+    "run": ["finetune_targets", "save_every", "seed"],
+}  # fmt: skip
+LATER = ["geometry.gru_project=combined", "geometry.gru_ema_from=kl", "geometry.gru_cos_clip=-0.5",
+         "eval.length_batches=true", "model.adapter.type=lora"]  # fmt: skip
+OTHER_SUITES = ["data.wmdp.acc_norm=true", "data.muse.privleak_k=0.3"]  # sections a TOFU run never reads
 
 
-def test_gru_variant_keys_at_their_defaults_keep_the_identity_of_runs_from_before_them():
-    """--resume compares the config hash of `rundir._identity`. A run started before geometry.gru_project,
-    gru_ema_from and gru_cos_clip existed hashed its config without them: at their defaults (that behaviour) they
-    are left out, any other value makes a different run."""
+def test_later_keys_at_their_defaults_keep_the_identity_of_runs_from_before_them():
+    """--resume compares the config hash of `rundir._identity`. A TOFU run started before the keys added since
+    (GRU's variants, eval.length_batches, model.adapter, the MUSE and WMDP sections) hashed its config without
+    them: at their defaults (that behaviour) they are left out, any other value makes a different run."""
     import hashlib
 
     from dsunlearn import rundir
     from dsunlearn.config_io import config_to_dict
 
     cfg = load_config("tiny_npo_gru")
-    assert (cfg.geometry.gru_project, cfg.geometry.gru_ema_from, cfg.geometry.gru_cos_clip) == ("forget", "nll", None)
-    before = config_to_dict(cfg)  # the config as an older dsunlearn wrote it: no GRU variant keys
-    for key in GRU_VARIANT_KEYS:
-        before["geometry"].pop(key)
-    for section, key in (("run", "overwrite"), ("run", "output_dir"), ("data", "suite"), ("data", "muse")):
-        before[section].pop(key)  # what the identity always leaves out (a TOFU run's suite and MUSE section)
+    now = config_to_dict(cfg)
+    before = {section: {k: now[section][k] for k in keys} for section, keys in OLD_KEYS.items()}
     old_hash = hashlib.sha256(yaml.safe_dump(before, sort_keys=True).encode()).hexdigest()[:16]
     assert rundir._identity(cfg) == old_hash
-    variants = ["geometry.gru_project=combined", "geometry.gru_ema_from=kl", "geometry.gru_cos_clip=-0.5"]
-    hashes = {rundir._identity(load_config("tiny_npo_gru", [v])) for v in variants}
-    assert len(hashes) == 3 and old_hash not in hashes
+    hashes = {rundir._identity(load_config("tiny_npo_gru", [v])) for v in LATER}
+    assert len(hashes) == len(LATER) and old_hash not in hashes
+    assert {rundir._identity(load_config("tiny_npo_gru", [v])) for v in OTHER_SUITES} == {old_hash}
+    # ... but the suite's own section is part of its runs' identity
+    muse = load_config("tiny_muse_unlearn")
+    assert rundir._identity(muse) != rundir._identity(load_config("tiny_muse_unlearn", ["data.muse.privleak_k=0.3"]))
+    assert rundir._identity(muse) == rundir._identity(load_config("tiny_muse_unlearn", ["data.wmdp.acc_norm=true"]))
 
 
 def test_every_shipped_config_loads():

@@ -36,6 +36,7 @@ from typing import Any
 from dsunlearn import dist
 from dsunlearn.config import DataConfig, EvalConfig
 from dsunlearn.data.collate import IGNORE, Encoded, pad_id_of
+from dsunlearn.data.sharding import eval_order
 from dsunlearn.errors import DataError
 from dsunlearn.eval import metric_log, mia
 from dsunlearn.eval.generate import greedy_generate
@@ -143,7 +144,8 @@ def evaluate(module, tokenizer, data_cfg: DataConfig, eval_cfg: EvalConfig) -> d
         cap = m.verbmem_max_new_tokens if metric == VERBMEM else m.knowmem_max_new_tokens
         _check_prompts(ids, cap, positions, metric)
         total = max(len(p) for p in ids) + cap  # the per-item cap is `cap` new tokens (no total cap in MUSE)
-        gens = greedy_generate(module, tokenizer, ids, eval_cfg.batch_size, cap, total, strip=False)
+        order = eval_order(eval_cfg, [len(p) for p in ids])
+        gens = greedy_generate(module, tokenizer, ids, eval_cfg.batch_size, cap, total, strip=False, order=order)
         if metric == VERBMEM:  # muse_bench cuts the reference to as many tokens as it generates
             refs = [tokenizer.decode(_ids(tokenizer, r)[:cap], skip_special_tokens=True) for r in refs]
         else:
@@ -155,7 +157,8 @@ def evaluate(module, tokenizer, data_cfg: DataConfig, eval_cfg: EvalConfig) -> d
     verb = sets["verbmem/forget"]
     encoded = _mia_texts(tokenizer, sets, positions)
     encoded += [_completion(tokenizer, it["prompt"], it["gt"], positions) for it in verb]
-    stats = item_token_stats(module, encoded, eval_cfg.batch_size, pad_id_of(tokenizer))  # one sharded pass
+    order = eval_order(eval_cfg, [len(x.input_ids) for x in encoded])
+    stats = item_token_stats(module, encoded, eval_cfg.batch_size, pad_id_of(tokenizer), order)  # one pass
     nf, nh = len(forget_texts), len(holdout_texts)
     fs, hs, vs = stats[:nf], stats[nf : nf + nh], stats[nf + nh :]
     log.update(mia_entries(fs, hs, forget_texts, holdout_texts, m.mia_k))

@@ -33,6 +33,7 @@ from dsunlearn import dist
 from dsunlearn.config import DataConfig, EvalConfig
 from dsunlearn.data import prompt_format as pf
 from dsunlearn.data.collate import encode_qa, pad_id_of
+from dsunlearn.data.sharding import eval_order
 from dsunlearn.eval.generate import greedy_generate
 from dsunlearn.eval.nll import answer_nll_sums
 from dsunlearn.run_layout import RunDir
@@ -71,31 +72,36 @@ def split_records(
 
     fmt = pf.from_config(tokenizer, data_cfg)
 
-    def enc(question: str, answer: str, what: str):
+    def enc(question: str, prompt: str, answer: str, what: str):
         where = f"split '{split}' {what}"
-        return encode_qa(tokenizer, question, answer, data_cfg.max_length, data_cfg.truncation, where, fmt)
+        return encode_qa(tokenizer, question, answer, data_cfg.max_length, data_cfg.truncation, where, fmt, prompt)
 
     seqs, slots = [], []  # slots[i] = (gt position, base position, [perturbed positions]) in `seqs`
     for i, it in enumerate(items):
+        q = it["question"]
+        prompt = pf.prompt_text(tokenizer, fmt, q, f"split '{split}' item {i}")  # one render for its 2 + K answers
         gt = len(seqs)
-        seqs.append(enc(it["question"], it["answer"], f"item {i} answer"))
+        seqs.append(enc(q, prompt, it["answer"], f"item {i} answer"))
         base = gt
         if base_answer(it) != it["answer"]:
             base = len(seqs)
-            seqs.append(enc(it["question"], base_answer(it), f"item {i} paraphrased_answer"))
+            seqs.append(enc(q, prompt, base_answer(it), f"item {i} paraphrased_answer"))
         pert = []
         for k, p in enumerate(it["perturbed_answer"]):
             pert.append(len(seqs))
-            seqs.append(enc(it["question"], p, f"item {i} perturbed_answer {k}"))
+            seqs.append(enc(q, prompt, p, f"item {i} perturbed_answer {k}"))
         slots.append((gt, base, pert))
-    sums, counts = answer_nll_sums(module, seqs, eval_cfg.batch_size, pad_id_of(tokenizer))
+    order = eval_order(eval_cfg, [len(x.input_ids) for x in seqs])
+    sums, counts = answer_nll_sums(module, seqs, eval_cfg.batch_size, pad_id_of(tokenizer), order)
 
     # [(prompt ids, prompt text, reference answer)] from each ground-truth sequence
     gp = [pf.generation_prompt(tokenizer, fmt, it["question"], seqs[gt].input_ids, seqs[gt].n_prompt, it["answer"])
           for it, (gt, _, _) in zip(items, slots, strict=True)]  # fmt: skip
     e, official = eval_cfg, fmt.official
-    gens = greedy_generate(module, tokenizer, [g[0] for g in gp], e.batch_size, e.max_new_tokens, e.max_length,
-                           batch_cap=official, strip=not official)  # fmt: skip
+    prompts = [g[0] for g in gp]
+    order = None if official else eval_order(e, [len(p) for p in prompts])  # official: TOFU's batches, its caps
+    gens = greedy_generate(module, tokenizer, prompts, e.batch_size, e.max_new_tokens, e.max_length,
+                           batch_cap=official, strip=not official, order=order)  # fmt: skip
     records = []
     for i, ((gt, base, pert), gen, (_, prompt, reference)) in enumerate(zip(slots, gens, gp, strict=True)):
         r1, rl = metrics.rouge_recalls(gen, reference)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dsunlearn.config import DataConfig, EvalConfig
 from dsunlearn.data.collate import Encoded, encode_items, pad_id_of
+from dsunlearn.data.sharding import eval_order
 from dsunlearn.eval.mia_attacks import memorization_entries, mia_entries
 from dsunlearn.eval.token_stats import item_token_stats
 from dsunlearn.suites.tofu.data import mia_sets
@@ -34,7 +35,9 @@ def evaluate_mia(module, tokenizer, data_cfg: DataConfig, eval_cfg: EvalConfig) 
     engine's `.module` at any ZeRO stage; every rank must call this): mia_loss, mia_zlib, mia_min_k,
     mia_min_k_plus_plus, exact_memorization, extraction_strength, keys sorted."""
     forget, holdout = encoded_sets(tokenizer, data_cfg, eval_cfg)
-    stats = item_token_stats(module, forget + holdout, eval_cfg.batch_size, pad_id_of(tokenizer))
+    both = forget + holdout
+    order = eval_order(eval_cfg, [len(x.input_ids) for x in both])
+    stats = item_token_stats(module, both, eval_cfg.batch_size, pad_id_of(tokenizer), order)
     texts = [tokenizer.decode(s.label, skip_special_tokens=True) for s in stats]
     n = len(forget)
     entries = mia_entries(stats[:n], stats[n:], texts[:n], texts[n:], eval_cfg.mia_k)
