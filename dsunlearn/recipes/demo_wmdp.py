@@ -18,10 +18,14 @@ from dsunlearn.run_layout import RunDir
 from dsunlearn.suites.base import SUMMARY_FILE
 
 # (objective, GRU, overrides of tiny_wmdp_unlearn). GA has no retain term; GradDiff's gradient is unbounded,
-# so it runs at a tenth of NPO's lr. RMU joins here as ("rmu", False, [...]) once the objective is merged.
+# so it runs at a tenth of NPO's lr. RMU: the 2-layer target's last layer (1) steered, layers 0-1's
+# mlp.down_proj trained, its retain term on the general documents' layer-1 states; tiny_rmu's c 20 and lr 1e-2
+# (the paper's Zephyr-7B values barely move a tiny model), lambda 10 as the other rows' retain weight.
 RUNS = [("ga", False, ["objective.retain_loss=none", "engine.lr=3e-4", "engine.epochs=5"]),
         ("graddiff", False, ["engine.lr=3e-4"]),
-        ("npo", False, [])]  # fmt: skip
+        ("npo", False, []),
+        ("rmu", False, ["objective.retain_loss=embed_diff", "objective.layer=1", "objective.train_layers=2",
+                        "objective.steering_coeff=20", "engine.lr=1e-2"])]  # fmt: skip
 COLUMNS = ("wmdp_acc", "wmdp_bio_acc", "wmdp_cyber_acc", "mmlu_acc")
 CHANCE = 0.25
 # --quick: the same pipeline on a few questions and steps (a smoke test, not a result).
