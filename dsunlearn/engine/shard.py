@@ -22,7 +22,7 @@ Cost model (P trainable parameters, N ranks, G layer groups, k inner products):
   them there (ZeRO-1/2/3 with fp32 gradients, no offload): the last gradient of a step is read and written in
   place (`LiveGrad`); elsewhere one copy, written back by `LiveGrad.commit`.
 - gram: the k x k Gram matrix of k gradients (per layer group or total) in ONE pass over them: per piece of
-  `PIECE` elements a float32 [k, n] x [n, k] product, accumulated over pieces in float64; one all_reduce.
+  `PIECE` elements one float64 [k, n] x [n, k] product on a cached copy of the piece; one all_reduce.
 """
 
 from __future__ import annotations
@@ -337,8 +337,10 @@ def gram(vectors: Sequence, per_group: bool = False) -> torch.Tensor:
     """Gram matrix K[i, j] = <v_i, v_j> of k gradients (`ShardedGrad` or `LiveGrad` of one layout), over all
     parameters and ranks: [k, k] float64, or [G, k, k] restricted to each layer group (sums to the total).
 
-    One pass: each piece of all k vectors is stacked ([k, n] fp32, in cache) and multiplied by its transpose in
-    float32; the piece's products are accumulated in float64. One all_reduce of k*k (or G*k*k) numbers."""
+    One pass: each piece of the k vectors is copied into one float64 [k, n] buffer (in cache: k x `PIECE`
+    elements) and multiplied by its transpose, products and sums in float64, as the pairwise `dot`s
+    (float32 products would move the totals by ~1e-7 relative between differently cut shards, where the
+    stage-equivalence tests allow 1e-12). One all_reduce of k*k (or G*k*k) numbers."""
     if not vectors:
         raise ValueError("gram needs at least one vector")
     layout = vectors[0].layout
@@ -347,9 +349,13 @@ def gram(vectors: Sequence, per_group: bool = False) -> torch.Tensor:
     k, n_groups = len(vectors), len(layout.groups)
     device = device_of(vectors[0])
     acc = torch.zeros(n_groups if per_group else 1, k, k, dtype=torch.float64, device=device)
-    for lo, hi, si, g in pieces(layout, device):
-        m = torch.stack([piece_of(v, lo, hi, si) for v in vectors])  # [k, n]
-        acc[g if per_group else 0] += (m @ m.T).double()
+    ps = pieces(layout, device)
+    buf = torch.empty(k, max((hi - lo for lo, hi, _, _ in ps), default=0), dtype=torch.float64, device=device)
+    for lo, hi, si, g in ps:
+        m = buf[:, : hi - lo]
+        for row, v in zip(m, vectors, strict=True):
+            row.copy_(piece_of(v, lo, hi, si))
+        acc[g if per_group else 0] += m @ m.T
     acc = dist.all_reduce_sum(acc)
     return acc if per_group else acc[0]
 

@@ -10,8 +10,8 @@ to first order: removal wants e_u strongly negative, retention wants e_r >= 0. P
 `layers.i`, `norm`, `lm_head`) the same sum restricted to that group's parameters; groups sum to the total.
 
 All five needed inner products (e_u, e_r and three squared norms for the cosines) are entries of the per-group
-Gram matrix of (grad L_u, grad R(D_f), grad R(D_r)): ONE pass over the three shards (`shard.gram`, float32
-products per piece accumulated in float64) and ONE all_reduce of a [groups, 3, 3] tensor. When
+Gram matrix of (grad L_u, grad R(D_f), grad R(D_r)): ONE pass over the three shards (`shard.gram`, float64
+products per cached piece) and ONE all_reduce of a [groups, 3, 3] tensor. When
 grad R(D_f) = -grad L_u (GA, GradDiff) the Gram of (grad L_u, grad R(D_r)) suffices: e_u = -||grad L_u||^2.
 """
 

@@ -127,8 +127,8 @@ def test_gram_per_group_matches_float64(small_pieces):
         for j in range(3):
             want[:, i, j] = torch.zeros(5, dtype=torch.float64).index_add_(0, ids, vs[i] * vs[j])
     got = gram([a, b, c], per_group=True)
-    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)  # float32 products per piece of 4
-    torch.testing.assert_close(gram([a, b, c]), want.sum(0), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got, want, rtol=1e-13, atol=0)  # float64 products per piece of 4
+    torch.testing.assert_close(gram([a, b, c]), want.sum(0), rtol=1e-13, atol=0)
     assert torch.equal(got, got.transpose(1, 2))
 
 
@@ -163,10 +163,10 @@ def test_g_effect_matches_float64(small_pieces, negative_risk):
         ge = g_effect(obj, risk_f, risk_r)
     o, rr, ids = obj.flat.double(), risk_r.to_shard().flat.double(), obj.layout.group_ids()
     per = lambda x: torch.zeros(5, dtype=torch.float64).index_add_(0, ids, x)  # noqa: E731
-    torch.testing.assert_close(ge.e_u_groups, per(risk_f_ref * o), rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(ge.e_r_groups, per(rr * o), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ge.e_u_groups, per(risk_f_ref * o), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(ge.e_r_groups, per(rr * o), rtol=1e-12, atol=1e-15)
     want_norms = torch.stack([o @ o, risk_f_ref @ risk_f_ref, rr @ rr])
-    torch.testing.assert_close(ge.norms_sq, want_norms, rtol=1e-6, atol=0)
-    assert ge.e_u == pytest.approx(float(risk_f_ref @ o), rel=1e-6)
+    torch.testing.assert_close(ge.norms_sq, want_norms, rtol=1e-12, atol=0)
+    assert ge.e_u == pytest.approx(float(risk_f_ref @ o), rel=1e-12)
     if negative_risk:
         assert ge.cos_u == pytest.approx(-1.0, abs=1e-12)
