@@ -5,10 +5,11 @@ step's `StepPlan` (`step_plan.py`) says which gradients it needs and takes one o
 - combined (no geometry this step): gamma L_f (+ lambda L_reg) back-propagated into the same buffers, one
   reduction (`UnlearnRun._backward_combined`).
 - sharded (GRU and/or G-effect this step): gradients of the needed losses are read one by one as this rank's
-  shard (`ShardedGrad`); the G-effect reduces one [5, groups] tensor, GRU three scalars; the combined
-  gradient g = GRU(gamma grad L_f) + lambda grad L_reg (or GRU(gamma grad L_f + lambda grad L_reg), per
-  `geometry.gru_project`) is written back into the shard and the optimizer steps (`UnlearnRun._backward_sharded`).
-  No rank ever holds the full gradient.
+  shard (`ShardedGrad` copies, the last one left in DeepSpeed's buffers: `LiveGrad`); the G-effect reduces one
+  [groups, 3, 3] Gram tensor, GRU one Gram matrix of at most 4 x 4; the combined gradient
+  g = GRU(gamma grad L_f) + lambda grad L_reg (or GRU(gamma grad L_f + lambda grad L_reg), per
+  `geometry.gru_project`) is written into the last gradient's buffer and the optimizer steps
+  (`UnlearnRun._backward_sharded`). No rank ever holds the full gradient.
 Logs every step to events.jsonl; saves the unlearned model (consolidated safetensors) at the end.
 """
 
