@@ -145,6 +145,32 @@ def local_grad_fragment(engine, kind: EngineKind, p: torch.nn.Parameter, rank: i
     return (full[start : start + k] if full is not None else torch.zeros(k, device=p.device)), start
 
 
+def writable_grad_fragment(engine, kind: EngineKind, p: torch.nn.Parameter, rank: int, world: int):
+    """This rank's fragment of p's reduced gradient as (fp32 VIEW [k] of the buffer `engine.step()` reads, start
+    in flattened p), where an in-place write is a write of the gradient; None where it is not (then read a copy
+    with `local_grad_fragment` and write through `set_local_grad_fragment`), or when this rank holds no element.
+
+    ZeRO-3 without offload, fp32 gradient partitions (0.19 `gradient_accumulation_dtype`): `safe_get_local_grad`
+    returns `__param_id_to_grad_partition[p.ds_id]` itself (`.float()` of fp32 is a no-op; the setter copies
+    into that same tensor). bf16 partitions: the getter returns a copy. Offload: the setter also records the
+    fragment's norm. ZeRO-1/2 without offload, fp32 fragments: `get_lp_grad_fragment` is the buffer the setter
+    copies into. Replicated kinds: every rank needs the whole written gradient (`gather_replicated_grad`)."""
+    if kind.offload or kind.kind not in (ZERO3, ZERO12):
+        return None
+    if kind.kind == ZERO3:
+        import deepspeed.utils
+
+        if getattr(engine.optimizer, "gradient_accumulation_dtype", None) != torch.float32:
+            return None
+        part = p.ds_tensor.numel()
+        start = rank * part
+        k = min(part, p.ds_numel - start)
+        g = deepspeed.utils.safe_get_local_grad(p) if k > 0 else None
+        return None if g is None or g.dtype != torch.float32 else (g.view(-1)[:k], start)
+    frag = local_grad_fragment(engine, kind, p, rank, world)
+    return None if frag is None or frag[0].dtype != torch.float32 else frag
+
+
 def set_local_grad_fragment(engine, kind: EngineKind, p: torch.nn.Parameter, value: torch.Tensor) -> None:
     """Write this rank's fragment (value [k] fp32, as returned by `local_grad_fragment`) back.
 

@@ -18,6 +18,11 @@ Cost model (P trainable parameters, N ranks, G layer groups, k inner products):
   one all_gather of P elements (about half the traffic of the all-reduce DeepSpeed already did) and a
   transient P-element buffer.
 - zero_grad_buffers: memset of the local gradient buffers.
+- read_live_grad: nothing copied where DeepSpeed's buffer holds this rank's fp32 fragments and `step()` reads
+  them there (ZeRO-1/2/3 with fp32 gradients, no offload): the last gradient of a step is read and written in
+  place (`LiveGrad`); elsewhere one copy, written back by `LiveGrad.commit`.
+- gram: the k x k Gram matrix of k gradients (per layer group or total) in ONE pass over them: per piece of
+  `PIECE` elements one float64 [k, n] x [n, k] product on a cached copy of the piece; one all_reduce.
 """
 
 from __future__ import annotations
@@ -33,6 +38,11 @@ from dsunlearn.engine import ds_internals as dsi
 from dsunlearn.engine.groups import group_names, group_of
 
 CHUNK = 1 << 22  # elements per float64 cast: bounds temporaries to 2 * 32 MiB whatever the shard size
+# Elements per piece of the one-pass kernels (`gram`, GRU's fused update): every operand's piece stays in cache
+# between the few element-wise ops on it (4 operands x 256 KiB of fp32 on CPU), so each pass reads main memory
+# once. On an accelerator a larger piece amortises the kernel launches instead.
+PIECE = 1 << 16
+PIECE_ACCEL = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -259,3 +269,134 @@ def get_local_param_fragment(engine, p: torch.nn.Parameter):
     """This rank's fp32 master fragment of p: (tensor [k] fp32, start in flattened p) or None (for delta
     checkpoints). Its layout is the optimizer's partition: see `ds_internals.get_local_param_fragment`."""
     return dsi.get_local_param_fragment(engine, p)
+
+
+class LiveGrad:
+    """The last backward's reduced gradient, left where DeepSpeed holds it (`read_live_grad`).
+
+    In place (`frags`: this rank's fp32 fragment of each layout segment, views into the buffers that
+    `engine.step()` reads): reading it copies nothing, and writing a piece of it is writing the gradient the
+    optimizer will use. Otherwise (bf16 or offloaded buffers, replicated kinds) `copy` holds an owned fp32 copy
+    and `commit()` writes it back. Either way, `piece(lo, hi, si)` is the [hi - lo] fp32 view of flat elements
+    [lo, hi) inside segment si, for the one-pass kernels; `commit()` must follow the last write."""
+
+    def __init__(self, engine, named, layout: ShardLayout, frags: list[torch.Tensor] | None, copy: ShardedGrad | None):
+        self.engine, self.named, self.layout, self.frags, self.copy = engine, named, layout, frags, copy
+
+    @property
+    def in_place(self) -> bool:
+        return self.frags is not None
+
+    def piece(self, lo: int, hi: int, si: int) -> torch.Tensor:
+        if self.frags is None:
+            return self.copy.flat[lo:hi]
+        off = self.layout.segments[si].offset
+        return self.frags[si][lo - off : hi - off]
+
+    def to_shard(self) -> ShardedGrad:
+        """An owned fp32 copy (what `read_grad_shard` returns)."""
+        if self.frags is None:
+            return self.copy.clone()
+        flat = torch.empty(self.layout.numel, dtype=torch.float32, device=dist.device())
+        for s, f in zip(self.layout.segments, self.frags, strict=True):
+            flat[s.offset : s.offset + s.numel].copy_(f)
+        return ShardedGrad(flat, self.layout)
+
+    def commit(self) -> None:
+        """Make what was written the gradient `engine.step()` acts on (a write-back only for a copy; collective
+        for the replicated kinds). Called by `UnlearnEngine.set_grad`, not by the kernels that write."""
+        if self.frags is None:
+            write_grad_shard(self.engine, self.copy, self.named)
+
+
+def device_of(x) -> torch.device:
+    """Where a `ShardedGrad`'s or `LiveGrad`'s elements live."""
+    if isinstance(x, ShardedGrad):
+        return x.flat.device
+    return x.copy.flat.device if x.frags is None else (x.frags[0].device if x.frags else dist.device())
+
+
+def piece_of(x, lo: int, hi: int, si: int) -> torch.Tensor:
+    return x.piece(lo, hi, si) if isinstance(x, LiveGrad) else x.flat[lo:hi]
+
+
+def pieces(layout: ShardLayout, device: torch.device, size: int | None = None) -> list[tuple[int, int, int, int]]:
+    """(lo, hi, segment index, group) covering flat [0, numel) in order, each inside one segment and at most
+    `size` (default `PIECE` on CPU, `PIECE_ACCEL` on `device` otherwise) elements long: the unit of the one-pass
+    kernels."""
+    if size is None:
+        size = PIECE if device.type == "cpu" else PIECE_ACCEL
+    out = []
+    for si, s in enumerate(layout.segments):
+        for lo in range(s.offset, s.offset + s.numel, size):
+            out.append((lo, min(lo + size, s.offset + s.numel), si, s.group))
+    return out
+
+
+def gram(vectors: Sequence, per_group: bool = False) -> torch.Tensor:
+    """Gram matrix K[i, j] = <v_i, v_j> of k gradients (`ShardedGrad` or `LiveGrad` of one layout), over all
+    parameters and ranks: [k, k] float64, or [G, k, k] restricted to each layer group (sums to the total).
+
+    One pass: each piece of the k vectors is copied into one float64 [k, n] buffer (in cache: k x `PIECE`
+    elements) and multiplied by its transpose, products and sums in float64, as the pairwise `dot`s
+    (float32 products would move the totals by ~1e-7 relative between differently cut shards, where the
+    stage-equivalence tests allow 1e-12). One all_reduce of k*k (or G*k*k) numbers."""
+    if not vectors:
+        raise ValueError("gram needs at least one vector")
+    layout = vectors[0].layout
+    if any(v.layout is not layout for v in vectors):
+        raise ValueError("ShardedGrads come from different layouts (engines or parameter lists)")
+    k, n_groups = len(vectors), len(layout.groups)
+    device = device_of(vectors[0])
+    acc = torch.zeros(n_groups if per_group else 1, k, k, dtype=torch.float64, device=device)
+    ps = pieces(layout, device)
+    buf = torch.empty(k, max((hi - lo for lo, hi, _, _ in ps), default=0), dtype=torch.float64, device=device)
+    for lo, hi, si, g in ps:
+        m = buf[:, : hi - lo]
+        for row, v in zip(m, vectors, strict=True):
+            row.copy_(piece_of(v, lo, hi, si))
+        acc[g if per_group else 0] += m @ m.T
+    acc = dist.all_reduce_sum(acc)
+    return acc if per_group else acc[0]
+
+
+def axpy_piece(out_piece: torch.Tensor, terms: Sequence[tuple[float, torch.Tensor]], alias: int | None) -> None:
+    """out_piece <- sum_i c_i x_i over terms (c_i, x_i), in order; terms[alias] is out_piece itself (scaled first,
+    the others added onto it) or None (out_piece is overwritten: it may hold an input already consumed)."""
+    if alias is None:
+        c0, x0 = terms[0]
+        torch.mul(x0, c0, out=out_piece)
+        rest = terms[1:]
+    else:
+        out_piece.mul_(terms[alias][0])
+        rest = [*terms[:alias], *terms[alias + 1 :]]
+    for c, x in rest:
+        if c != 0.0:
+            out_piece.add_(x, alpha=c)
+
+
+def combine_into(out, terms: Sequence[tuple[float, object]]) -> None:
+    """out <- sum_i c_i v_i (`ShardedGrad` / `LiveGrad` of one layout; out may be one of the v_i), one pass."""
+    alias = next((i for i, (_, v) in enumerate(terms) if v is out), None)
+    for lo, hi, si, _ in pieces(out.layout, device_of(out)):
+        axpy_piece(piece_of(out, lo, hi, si), [(c, piece_of(v, lo, hi, si)) for c, v in terms], alias)
+
+
+def read_live_grad(engine, named_params=None, in_place: bool = True) -> LiveGrad:
+    """The reduced gradient of the last backward as a `LiveGrad`: in place where DeepSpeed allows it
+    (`ds_internals.writable_grad_fragment`) and `in_place`, else one owned copy. Only the LAST gradient of a step
+    may be read so: the next backward overwrites it."""
+    kind = dsi.engine_kind(engine)
+    named = _params(engine.module.named_parameters() if named_params is None else named_params)
+    layout = _layout(engine, kind, named)
+    if not in_place:
+        return LiveGrad(engine, named, layout, None, read_grad_shard(engine, named))
+    params = dict(named)
+    r, w = dist.rank(), dist.world_size()
+    frags = []
+    for s in layout.segments:
+        frag = dsi.writable_grad_fragment(engine, kind, params[s.name], r, w)
+        if frag is None or frag[0].numel() != s.numel or frag[1] != s.start:
+            return LiveGrad(engine, named, layout, None, read_grad_shard(engine, named))
+        frags.append(frag[0])
+    return LiveGrad(engine, named, layout, frags, None)

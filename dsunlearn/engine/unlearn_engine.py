@@ -10,6 +10,8 @@ Two ways through a step:
   the reduced gradient as an owned `ShardedGrad` (a copy: the next backward reuses DeepSpeed's buffers).
   Then `set_grad(shard)` writes a combined gradient back and `step()` lets clipping and the optimizer act
   on what was written (docs/deepspeed.md: reset between backwards; write through the safe setter).
+- `live_grad_of(batches, loss_fn)`: the same for the LAST gradient of a step, left in DeepSpeed's buffers
+  (`LiveGrad`: nothing copied where the buffers allow it); whatever is written into it is what `step()` uses.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from dsunlearn.data.collate import Encoded, pad_batch
 from dsunlearn.engine.ds_setup import accumulation, build_ds_config, create_engine, zero3_init_context
 from dsunlearn.engine.hidden import LayerOutput
 from dsunlearn.engine.reference import ref_batch
-from dsunlearn.engine.shard import ShardedGrad, read_grad_shard, write_grad_shard, zero_grad_buffers
+from dsunlearn.engine.shard import (
+    LiveGrad,
+    ShardedGrad,
+    read_grad_shard,
+    read_live_grad,
+    write_grad_shard,
+    zero_grad_buffers,
+)
 from dsunlearn.engine.trainable import freeze_except
 from dsunlearn.models.adapters import attach_adapter, uses_adapter
 from dsunlearn.models.load import check_vocab, load_causal_lm
@@ -145,8 +154,25 @@ class UnlearnEngine:
         (stats,) = self._backward_all([(batches, loss_fn)])
         return read_grad_shard(self.deepspeed, self.named), stats
 
-    def set_grad(self, shard: ShardedGrad) -> None:
-        write_grad_shard(self.deepspeed, shard, self.named)
+    def live_grad_of(self, batches: list[MicroBatch], loss_fn: LossFn) -> tuple[LiveGrad, list[dict]]:
+        """Like `grad_of`, but the gradient stays in DeepSpeed's buffers (`read_live_grad`, in place unless
+        `in_place_grads` is off): valid until the next backward; what is written into it becomes the gradient
+        of the next `step()` once `set_grad(live)` is called."""
+        zero_grad_buffers(self.deepspeed, self.named)
+        (stats,) = self._backward_all([(batches, loss_fn)])
+        return read_live_grad(self.deepspeed, self.named, in_place=self.in_place_grads), stats
+
+    # Read and write the step's last gradient in DeepSpeed's own buffers where they allow it (False: always
+    # through an owned copy; the tests compare both and turn it off to make `set_grad` the only write).
+    in_place_grads = True
+
+    def set_grad(self, grad: ShardedGrad | LiveGrad) -> None:
+        """Make `grad` the gradient of the next `step()`: a shard is written into DeepSpeed's buffers; a
+        `LiveGrad` written in place already is, one written into its copy is written back (`LiveGrad.commit`)."""
+        if isinstance(grad, LiveGrad):
+            grad.commit()
+        else:
+            write_grad_shard(self.deepspeed, grad, self.named)
 
     def step(self) -> None:
         self.deepspeed.step()

@@ -9,8 +9,10 @@ the retaining G-effect e_r the retain batch. A step theta <- theta - eta grad L_
 to first order: removal wants e_u strongly negative, retention wants e_r >= 0. Per layer group (`embed`,
 `layers.i`, `norm`, `lm_head`) the same sum restricted to that group's parameters; groups sum to the total.
 
-All five needed inner products (e_u, e_r and three squared norms for the cosines) come from ONE all_reduce
-of a [5, groups] float64 tensor of shard-local partial sums.
+All five needed inner products (e_u, e_r and three squared norms for the cosines) are entries of the per-group
+Gram matrix of (grad L_u, grad R(D_f), grad R(D_r)): ONE pass over the three shards (`shard.gram`, float64
+products per cached piece) and ONE all_reduce of a [groups, 3, 3] tensor. When
+grad R(D_f) = -grad L_u (GA, GradDiff) the Gram of (grad L_u, grad R(D_r)) suffices: e_u = -||grad L_u||^2.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dsunlearn.engine.shard import ShardedGrad
+from dsunlearn.engine.shard import gram
 
 
 @dataclass
@@ -64,14 +66,17 @@ class GEffect:
         }
 
 
-def g_effect(grad_obj: ShardedGrad, grad_risk_forget: ShardedGrad, grad_risk_retain: ShardedGrad) -> GEffect:
-    """e_u and e_r per group from the three gradients' shards (one all_reduce)."""
-    pairs = [
-        (grad_risk_forget, grad_obj),
-        (grad_risk_retain, grad_obj),
-        (grad_obj, grad_obj),
-        (grad_risk_forget, grad_risk_forget),
-        (grad_risk_retain, grad_risk_retain),
-    ]
-    ip = ShardedGrad.inner_products(pairs)  # [5, G]
-    return GEffect(tuple(grad_obj.groups), ip[0].clone(), ip[1].clone(), ip[2:].sum(dim=1))
+def g_effect(grad_obj, grad_risk_forget, grad_risk_retain) -> GEffect:
+    """e_u and e_r per group from the gradients' shards (`ShardedGrad` or `LiveGrad`; one pass, one all_reduce).
+
+    grad_risk_forget None: grad R(D_f) = -grad L_u (the objective is the negative risk), read from grad_obj."""
+    negative = grad_risk_forget is None
+    vectors = [grad_obj, grad_risk_retain] if negative else [grad_obj, grad_risk_forget, grad_risk_retain]
+    K = gram(vectors, per_group=True)  # [G, k, k]
+    if negative:
+        e_u, e_r = -K[:, 0, 0], K[:, 1, 0]
+        per_norm = torch.stack([K[:, 0, 0], K[:, 0, 0], K[:, 1, 1]])
+    else:
+        e_u, e_r = K[:, 1, 0], K[:, 2, 0]
+        per_norm = torch.stack([K[:, 0, 0], K[:, 1, 1], K[:, 2, 2]])
+    return GEffect(tuple(grad_obj.layout.groups), e_u.clone(), e_r.clone(), per_norm.sum(dim=1))

@@ -14,9 +14,18 @@ cosine in k = cos(g, G_r) ||g|| / ||G_r|| is raised to kappa when it is below:
 so a conflict with cos >= kappa is removed exactly as above, and a sharper one only in part: g loses at most
 |kappa| ||g|| along G_r's direction and keeps <g, G_r> = (cos - kappa) ||g|| ||G_r|| < 0.
 
-The inner product and the norms are over the whole flattened trainable gradient (global, not per layer): each
-is a sum of shard-local float64 partial sums, and all three travel in ONE all_reduce of 3 numbers. The EMA lives
-on this rank's shard (P/N floats). After an unclipped projection <g, G_r> = 0 up to rounding.
+The inner product and the norms are over the whole flattened trainable gradient (global, not per layer). The EMA
+lives on this rank's shard (P/N floats). After an unclipped projection <g, G_r> = 0 up to rounding.
+
+Cost (`update`, the step's path): two passes over this rank's P/N elements, whatever the variant.
+1. The Gram matrix of the distinct inputs (g_f, g_reg, g_r, G_r(t-1)): at most 4 x 4, `shard.gram`, one pass,
+   one all_reduce of 16 numbers. Every needed number is a bilinear form in it: with h = a . x and
+   G_r(t) = b . x over the inputs x, <h, G_r(t)> = a^T K b, ||G_r(t)||^2 = b^T K b, ||h||^2 = a^T K a. So no
+   vector is formed before the coefficient k is known.
+2. One fused pass, piece by piece (`shard.pieces`, in cache): G_r(t) written into the EMA, and
+   g = gamma g_f (+ lambda g_reg) - k G_r(t) (+ lambda g_reg) written to `out`, which may be one of the inputs
+   (the engine passes DeepSpeed's own buffer holding g_reg or g_r: read in place, overwritten in place).
+Memory: the EMA and the one gradient copied out before the next backward: 2 fp32 shards.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dsunlearn.engine.shard import ShardedGrad
+from dsunlearn.engine.shard import ShardedGrad, axpy_piece, device_of, gram, piece_of, pieces
 
 
 @dataclass
@@ -65,13 +74,7 @@ class GRU:
 
     def update_ema(self, g_r: ShardedGrad) -> ShardedGrad:
         """G_r <- c g_r + (1 - c) G_r (G_r(0) = 0, so the first value is c g_r)."""
-        if self.ema is None and self._pending is not None:  # first update after a resume
-            if self._pending.numel() != g_r.flat.numel():
-                n, m = self._pending.numel(), g_r.flat.numel()
-                raise RuntimeError(f"restored GRU EMA has {n} elements, this rank's gradient shard {m}")
-            self.ema = g_r.zeros_like()
-            self.ema.flat.copy_(self._pending.to(self.ema.flat.device, torch.float32))
-            self._pending = None
+        self._restore_pending(g_r)
         if self.ema is None:
             self.ema = g_r.clone().scale_(self.c)
         else:
@@ -80,9 +83,42 @@ class GRU:
 
     def project(self, g: ShardedGrad, g_r: ShardedGrad) -> GRUInfo:
         """Update the EMA with g_r, then rectify g IN PLACE if it conflicts with the EMA (module docstring)."""
-        ema = self.update_ema(g_r)
-        sums = ShardedGrad.dots([(g, ema), (ema, ema), (g, g)])  # totals only: GRU is global, not per layer
-        dot, nsq, usq = (float(x) for x in sums)
+        return self.update(g, None, g_r, 0.0)
+
+    def update(self, g, g_reg, g_r, lambda_: float, gamma: float = 1.0, out=None) -> GRUInfo:
+        """The step's update, written to `out` (default: g itself), the EMA fed with g_r:
+
+            forget (combined=False):  out <- GRU(gamma g) + lambda g_reg
+            combined:                 out <- GRU(gamma g + lambda g_reg)
+
+        g = grad L_f, g_reg = grad L_reg (None without a retain term: then both are GRU(gamma g)), g_r: what the EMA
+        averages (may be g_reg itself). Each is a `ShardedGrad` or a `LiveGrad` of one layout; `out` may be any of
+        them (each piece is read before it is written; a `LiveGrad` out is committed by the caller,
+        `UnlearnEngine.set_grad`). Two passes (module docstring)."""
+        self._restore_pending(g_r)
+        u, reg, r, old = g, g_reg, g_r, self.ema
+        basis: list = []  # the distinct inputs, by identity
+
+        def at(x) -> int:
+            for i, y in enumerate(basis):
+                if y is x:
+                    return i
+            basis.append(x)
+            return len(basis) - 1
+
+        iu, ireg, ir = at(u), (at(reg) if reg is not None else None), at(r)
+        iold = at(old) if old is not None else None
+        K = gram(basis).cpu()  # [n, n] float64, one pass, one all_reduce
+        a = torch.zeros(len(basis), dtype=torch.float64)  # h = a . basis (the rectified vector)
+        b = torch.zeros(len(basis), dtype=torch.float64)  # G_r(t) = b . basis
+        a[iu] += gamma
+        if reg is not None and self.combined:
+            a[ireg] += lambda_
+        b[ir] += self.c
+        if iold is not None:
+            b[iold] += 1.0 - self.c
+        dot, nsq, usq = float(a @ K @ b), float(b @ K @ b), float(a @ K @ a)
+        usq, nsq = max(usq, 0.0), max(nsq, 0.0)  # quadratic forms of a PSD matrix: >= 0 up to rounding
         projected = dot < 0.0 and nsq > 0.0
         coef, clipped = (dot / nsq if projected else 0.0), False
         if projected and self.cos_clip is not None:
@@ -90,23 +126,41 @@ class GRU:
             bound = self.cos_clip * usq**0.5 * nsq**0.5
             if dot < bound:
                 coef, clipped = bound / nsq, True
-        if projected:
-            g.axpy(-coef, ema)
+        self._fused_pass(u, reg, r, gamma, lambda_, coef, g if out is None else out)
         return GRUInfo(dot=dot, ema_norm=nsq**0.5, g_u_norm=usq**0.5, projected=projected, coef=coef, clipped=clipped)
 
-    def update(self, g: ShardedGrad, g_reg: ShardedGrad | None, g_r: ShardedGrad, lambda_: float) -> GRUInfo:
-        """The step's update, IN PLACE in g (gamma grad L_f on entry), the EMA fed with g_r:
+    def _fused_pass(self, u, reg, r, gamma: float, lambda_: float, coef: float, out) -> None:
+        """Per piece: G_r(t) into the EMA, then out = gamma u (+ lambda reg) - coef G_r(t) (+ lambda reg), in the
+        order of the unfused formula (forget: the projection before the retain term). The EMA piece is written
+        first (it reads r, which `out` may overwrite)."""
+        first = self.ema is None
+        if first:
+            self.ema = ShardedGrad(torch.empty(u.layout.numel, dtype=torch.float32, device=device_of(u)), u.layout)
+        ema = self.ema
+        terms = [(gamma, u)]
+        if reg is not None and self.combined:
+            terms.append((lambda_, reg))
+        terms.append((-coef, ema))
+        if reg is not None and not self.combined:
+            terms.append((lambda_, reg))
+        alias = next((i for i, (_, x) in enumerate(terms) if x is out), None)  # out holds one term, or none
+        for lo, hi, si, _ in pieces(u.layout, ema.flat.device):
+            e, rp = ema.flat[lo:hi], piece_of(r, lo, hi, si)
+            if first:
+                torch.mul(rp, self.c, out=e)
+            else:
+                e.mul_(1.0 - self.c).add_(rp, alpha=self.c)
+            axpy_piece(piece_of(out, lo, hi, si), [(c, piece_of(x, lo, hi, si)) for c, x in terms], alias)
 
-            forget (combined=False):  g <- GRU(gamma grad L_f) + lambda grad L_reg
-            combined:                 g <- GRU(gamma grad L_f + lambda grad L_reg)
-
-        g_reg = grad L_reg, None without a retain term (then both are GRU(gamma grad L_f))."""
-        if self.combined and g_reg is not None:
-            g.axpy(lambda_, g_reg)
-        info = self.project(g, g_r)
-        if g_reg is not None and not self.combined:
-            g.axpy(lambda_, g_reg)
-        return info
+    def _restore_pending(self, like) -> None:
+        """An EMA restored by `load_state_dict` takes the layout of the first gradient it meets."""
+        if self.ema is None and self._pending is not None:
+            if self._pending.numel() != like.layout.numel:
+                n, m = self._pending.numel(), like.layout.numel
+                raise RuntimeError(f"restored GRU EMA has {n} elements, this rank's gradient shard {m}")
+            flat = torch.zeros(like.layout.numel, dtype=torch.float32, device=device_of(like))
+            self.ema = ShardedGrad(flat.copy_(self._pending.to(flat.device, torch.float32)), like.layout)
+            self._pending = None
 
     def state_dict(self) -> dict:
         """This rank's EMA shard, for resume (each rank saves its own)."""

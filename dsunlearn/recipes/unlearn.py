@@ -5,10 +5,11 @@ step's `StepPlan` (`step_plan.py`) says which gradients it needs and takes one o
 - combined (no geometry this step): gamma L_f (+ lambda L_reg) back-propagated into the same buffers, one
   reduction (`UnlearnRun._backward_combined`).
 - sharded (GRU and/or G-effect this step): gradients of the needed losses are read one by one as this rank's
-  shard (`ShardedGrad`); the G-effect reduces one [5, groups] tensor, GRU three scalars; the combined
-  gradient g = GRU(gamma grad L_f) + lambda grad L_reg (or GRU(gamma grad L_f + lambda grad L_reg), per
-  `geometry.gru_project`) is written back into the shard and the optimizer steps (`UnlearnRun._backward_sharded`).
-  No rank ever holds the full gradient.
+  shard (`ShardedGrad` copies, the last one left in DeepSpeed's buffers: `LiveGrad`); the G-effect reduces one
+  [groups, 3, 3] Gram tensor, GRU one Gram matrix of at most 4 x 4; the combined gradient
+  g = GRU(gamma grad L_f) + lambda grad L_reg (or GRU(gamma grad L_f + lambda grad L_reg), per
+  `geometry.gru_project`) is written into the last gradient's buffer and the optimizer steps
+  (`UnlearnRun._backward_sharded`). No rank ever holds the full gradient.
 Logs every step to events.jsonl; saves the unlearned model (consolidated safetensors) at the end.
 """
 
@@ -34,6 +35,7 @@ from dsunlearn.engine.delta import save_delta_shard, snapshot_fragments
 from dsunlearn.engine.ds_setup import build_ds_config, resolve_batch
 from dsunlearn.engine.hf_save import save_hf_model
 from dsunlearn.engine.reference import ReferenceModel
+from dsunlearn.engine.shard import combine_into
 from dsunlearn.engine.trainable import layer_selector
 from dsunlearn.engine.unlearn_engine import LossFn, MicroBatch, UnlearnEngine
 from dsunlearn.errors import ConfigError, DivergedError, RunError
@@ -50,7 +52,7 @@ from dsunlearn.models.load import (
 )
 from dsunlearn.objectives import FORGET, ObjectiveSpec, RegularizerSpec, get_objective, get_regularizer
 from dsunlearn.recipes.forget_inputs import ForgetEncodings, refusals_for
-from dsunlearn.recipes.step_plan import StepPlan
+from dsunlearn.recipes.step_plan import FORGET_RISK, OBJECTIVE, REGULARIZER, RETAIN_KL, RETAIN_NLL, StepPlan
 from dsunlearn.run_layout import RunDir
 from dsunlearn.rundir import check_output_dir, prepare_output_dir, release_output_dir
 from dsunlearn.suites import get_suite
@@ -331,42 +333,55 @@ class UnlearnRun:
         """Each needed gradient read as this rank's shard (unscaled); the G-effect and GRU act on the shards,
         and g = GRU(gamma grad L_f) + lambda grad L_reg (gru_project forget) or GRU(gamma grad L_f + lambda grad
         L_reg) (combined) is written back for the optimizer. Adds the G-effect's and GRU's values to `rec`."""
-        grad_objective, stats = self.engine.grad_of(batch.objective, objective)  # grad L_u (no gamma)
-        forget_sum, forget_metrics = reduce_stats(stats)
-        grad_regularizer, retain_sum = None, 0.0
-        if regularizer is not None:
-            grad_regularizer, stats = self.engine.grad_of(batch.retain, regularizer)
-            retain_sum = reduce_stats(stats)[0]
-        grad_retain_nll = None
-        if plan.needs_retain_nll:
-            if plan.retain_nll_is_regularizer:
-                grad_retain_nll = grad_regularizer
-            else:
-                grad_retain_nll, _ = self.engine.grad_of(batch.retain, nll_loss(1.0, batch.retain_tokens))
-        grad_ema = grad_retain_nll  # what GRU's EMA averages (gru_ema_from)
-        if plan.needs_retain_kl:
-            if plan.ema_is_regularizer:
-                grad_ema = grad_regularizer
-            else:  # L_reg is the NLL or absent: one more backward, of the KL with objective.kl_positions
-                kl = get_regularizer("kl")
-                kl_params = kl.resolve({"positions": self.cfg.objective.kl_positions})
-                grad_ema, _ = self.engine.grad_of(batch.retain, self._retain_loss(kl, kl_params, 1.0, batch))
-        if plan.geffect:
-            if plan.risk_is_negative_loss:  # grad R(D_f) = -grad L_u(D_f): reuse, no third backward
-                grad_forget_risk = grad_objective.clone().scale_(-1.0)
-            else:
-                grad_forget_risk, _ = self.engine.grad_of(batch.forget, nll_loss(1.0, batch.forget_tokens))
-            rec.update(g_effect(grad_objective, grad_forget_risk, grad_retain_nll).as_dict())
-        grad = grad_objective.scale_(plan.gamma)
-        if plan.gru:  # + lambda grad L_reg, after the projection or inside it (geometry.gru_project)
-            info = self.gru.update(grad, grad_regularizer, grad_ema, plan.lambda_)
+        backwards = self._sharded_backwards(plan, batch, objective, regularizer)
+        grads, sums = {}, {}
+        for i, (name, batches, loss_fn) in enumerate(backwards):
+            # Every gradient but the last is copied out (the next backward reuses the buffers); the last is read
+            # and written in place where DeepSpeed allows it (`LiveGrad`).
+            last = i == len(backwards) - 1
+            grads[name], stats = (self.engine.live_grad_of if last else self.engine.grad_of)(batches, loss_fn)
+            sums[name] = reduce_stats(stats)
+        forget_sum, forget_metrics = sums[OBJECTIVE]
+        retain_sum = sums[REGULARIZER][0] if regularizer is not None else 0.0
+        grad_objective, grad_regularizer = grads[OBJECTIVE], grads.get(REGULARIZER)
+        grad_retain_nll = grad_regularizer if plan.retain_nll_is_regularizer else grads.get(RETAIN_NLL)
+        grad_ema = grad_regularizer if plan.ema_is_regularizer else grads.get(RETAIN_KL)
+        if plan.gru and plan.gru_ema_from == "nll":
+            grad_ema = grad_retain_nll
+        if plan.geffect:  # grad R(D_f) = -grad L_u (risk_is_negative_loss): None, read from grad L_u
+            rec.update(g_effect(grad_objective, grads.get(FORGET_RISK), grad_retain_nll).as_dict())
+        live = grads[backwards[-1][0]]
+        if plan.gru:  # g = GRU(gamma grad L_u) + lambda grad L_reg (or GRU of both), written into `live`
+            info = self.gru.update(grad_objective, grad_regularizer, grad_ema, plan.lambda_, plan.gamma, out=live)
             rec.update(gru_dot=info.dot, gru_cos=info.cosine, gru_projected=info.projected, gru_coef=info.coef)
             if self.gru.cos_clip is not None:
                 rec["gru_clipped"] = info.clipped
-        elif grad_regularizer is not None:
-            grad.axpy(plan.lambda_, grad_regularizer)
-        self.engine.set_grad(grad)
+        else:  # the G-effect alone: g = gamma grad L_u + lambda grad L_reg, written into `live`
+            terms = [(plan.gamma, grad_objective)]
+            if grad_regularizer is not None:
+                terms.append((plan.lambda_, grad_regularizer))
+            combine_into(live, terms)
+        self.engine.set_grad(live)  # a write-back only where `live` is a copy
         return LossSums(forget_sum, retain_sum, forget_metrics)
+
+    def _sharded_backwards(
+        self, plan: StepPlan, batch: StepBatch, objective: LossFn, regularizer: LossFn | None
+    ) -> list[tuple[str, list[MicroBatch], LossFn]]:
+        """The step's backwards on the sharded path, in order: (name, micro-batches, loss). Each gradient is
+        computed once and reused wherever it serves (L_reg as GRU's EMA input or the G-effect's retain risk;
+        -grad L_u as the forget risk)."""
+        out = [(OBJECTIVE, batch.objective, objective)]  # grad L_u (no gamma)
+        if regularizer is not None:
+            out.append((REGULARIZER, batch.retain, regularizer))
+        if plan.needs_retain_nll and not plan.retain_nll_is_regularizer:
+            out.append((RETAIN_NLL, batch.retain, nll_loss(1.0, batch.retain_tokens)))
+        if plan.needs_retain_kl and not plan.ema_is_regularizer:  # the KL with objective.kl_positions
+            kl = get_regularizer("kl")
+            kl_params = kl.resolve({"positions": self.cfg.objective.kl_positions})
+            out.append((RETAIN_KL, batch.retain, self._retain_loss(kl, kl_params, 1.0, batch)))
+        if plan.geffect and not plan.risk_is_negative_loss:
+            out.append((FORGET_RISK, batch.forget, nll_loss(1.0, batch.forget_tokens)))
+        return out
 
 
 def _save_model(run: UnlearnRun, out) -> None:

@@ -5,7 +5,9 @@ returns per-configuration numbers; the tests below are parametrized over configu
 Per configuration: (a) shard elements == slices of the full gradient, union over ranks covers each element
 once; (b) dot / norm_sq / per_group_dot / inner_products vs float64 full-gradient references; (c) writing
 2*g_B + 0.5*g_A then an SGD step == reference update, and skipping the write does not match it; (d) two
-backwards without `zero_grad_buffers` contaminate the second read (observed per stage), with it they do not.
+backwards without `zero_grad_buffers` contaminate the second read (observed per stage), with it they do not;
+(e) the second gradient left in DeepSpeed's buffers (`read_live_grad`), the same projected gradient written into
+it (in place where `IN_PLACE` says so, else into a copy written back) drives the same SGD step as (c).
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ CONFIGS = {
 # fp32-accumulation buffer and the offload buffers add; bf16 sums round, hence the tolerance). 0.0: ZeRO-1/2
 # with fp32 gradients and no offload rebuild the partition from the fresh p.grad at each boundary.
 # Always reset; this table pins the behaviour so that a DeepSpeed upgrade that changes it is noticed.
+# Where DeepSpeed 0.19's buffer is an fp32 view that step() reads (`writable_grad_fragment`): ZeRO-1/2 and ZeRO-3
+# without offload and with fp32 gradients (bf16 with fp32 accumulation included); not offload (the setter records
+# norms), ZeRO-3 bf16 partitions (the getter returns a copy) nor the replicated kinds (every rank needs it all).
+IN_PLACE = {"zero1_tied", "zero2", "zero2_overlap_buckets", "zero3", "zero3_tied", "zero3_clip", "zero2_bf16",
+            "zero3_bf16"}  # fmt: skip
 CONTAMINATED = {name: 1.0 for name in CONFIGS} | {"zero1_tied": 0.0, "zero2": 0.0, "zero2_overlap_buckets": 0.0}
 
 
@@ -125,8 +132,10 @@ def _check_one(name):
     from dsunlearn.engine.groups import group_of
     from dsunlearn.engine.shard import (
         ShardedGrad,
+        combine_into,
         get_local_param_fragment,
         read_grad_shard,
+        read_live_grad,
         write_grad_shard,
         zero_grad_buffers,
     )
@@ -193,13 +202,14 @@ def _check_one(name):
     # (c) GRU-style projected gradient written into the shard, then SGD; and the same step without the write
     bf16_grads = "bf16" in extra and "data_types" not in extra  # the written value is rounded to bf16
     clip = extra.get("gradient_clipping", 0.0)
-    for key, write in (("err_write", True), ("err_control", False)):
+    for key, write in (("err_write", "shard"), ("err_control", None), ("err_live", "live")):
         zero_grad_buffers(engine)
         _fwd_bwd(engine, 0)
         g_a, ref_a = read_grad_shard(engine), full_grad()
         zero_grad_buffers(engine)
         _fwd_bwd(engine, 1)
-        g_b, ref_b = read_grad_shard(engine), full_grad()
+        live = read_live_grad(engine) if write == "live" else None
+        g_b, ref_b = (read_grad_shard(engine) if live is None else live.to_shard()), full_grad()
         w = g_a.clone().axpy(-g_a.dot(g_b) / g_b.norm_sq(), g_b)  # g_a minus its projection on g_b
         dot = sum(ref_a[n].double() @ ref_b[n].double() for n in ref_a)
         nsq = sum(ref_b[n].double() @ ref_b[n].double() for n in ref_a)
@@ -210,8 +220,12 @@ def _check_one(name):
         coef = min(1.0, clip / (float(norm) + 1e-6)) if clip > 0 else 1.0
         res[f"clip_coef_{key}"] = coef
         before = full_param()
-        if write:
+        if write == "shard":
             write_grad_shard(engine, w)
+        elif write == "live":  # the same w, formed in the live buffer itself: g_b read there, then overwritten
+            res["in_place"] = live.in_place
+            combine_into(live, [(1.0, g_a), (-g_a.dot(g_b) / g_b.norm_sq(), live)])
+            live.commit()
         engine.step()
         after = full_param()
         res[key] = 0.0
@@ -288,6 +302,8 @@ def test_write_back_drives_the_step(per_rank):
         # errors in units of the rounding tolerance: within it with the write, far outside without
         assert r["err_write"] <= 1.0, r["err_write"]
         assert r["err_control"] > 100.0, r["err_control"]
+        assert r["err_live"] <= 1.0, r["err_live"]
+        assert r["in_place"] is (name in IN_PLACE)
         if "gradient_clipping" in CONFIGS[name][2]:  # the clipping case does clip
             assert r["clip_coef_err_write"] < 0.5, r["clip_coef_err_write"]
 

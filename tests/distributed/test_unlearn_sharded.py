@@ -8,7 +8,8 @@ batch in float64 on one process. Tests below only compare:
 1. GRU (graddiff, npo + retain NLL) after 3 steps on ZeRO-1, 2 and partitioned ZeRO-3: SGD <= 1e-6 (also
    with 2 micro-batches per rank); AdamW <= max(2 x the error of plain ZeRO-3 training without geometry,
    1e-6); the logged GRU inner products, projection flags and losses equal the reference's; skipping the
-   write-back (`UnlearnEngine.set_grad` a no-op) must fail the comparison.
+   write-back (the update written into a copy, never in place, and `UnlearnEngine.set_grad` a no-op) must
+   fail the comparison.
 2. G-effect every step (ga alone; graddiff and npo together with GRU) on ZeRO-1/2 / partitioned ZeRO-3:
    per-group values sum to the totals and equal the reference (<= 1e-5 relative); for ga e_u = -||grad L_u||^2.
 3. World-size invariance: npo + GRU, AdamW, 1 rank x (micro 4, accum 2) == 2 ranks x (micro 4, accum 1); the same
@@ -126,13 +127,15 @@ def _worker(runs: dict) -> dict:
     for name, (overrides, skip_write) in runs.items():
         t0 = time.perf_counter()
         original = UnlearnEngine.set_grad
-        if skip_write:
+        if skip_write:  # through a copy (never in place), so that set_grad is the only write of the update
             UnlearnEngine.set_grad = lambda self, shard: None
+            UnlearnEngine.in_place_grads = False
         try:
             run = UnlearnRun(load_config("tiny_npo", overrides))
             records = [run.step(i) for i in range(run.steps)]
         finally:
             UnlearnEngine.set_grad = original
+            UnlearnEngine.in_place_grads = True
         # collective at every stage (all ranks, same order)
         params = {n: safe_get_full_fp32_param(p).detach().cpu().double().clone() for n, p in run.engine.named}
         out[name] = {

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from dsunlearn.engine import shard as shard_mod
-from dsunlearn.engine.shard import ShardedGrad, ShardLayout
+from dsunlearn.engine.shard import LiveGrad, ShardedGrad, ShardLayout
 from dsunlearn.geometry.gru import GRU
 
 NAMES = ["model.embed_tokens.weight", "model.layers.1.mlp.w", "model.layers.0.attn.w", "model.norm.weight"]
@@ -95,6 +95,7 @@ def _layout():
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch):
     monkeypatch.setattr(shard_mod, "CHUNK", 4)  # the chunked float64 sums of `dots` cross fragment boundaries
+    monkeypatch.setattr(shard_mod, "PIECE", 4)  # the one-pass kernels: several pieces per fragment, cut at its end
 
 
 def _steps(n_steps: int = 6, n: int = 25):
@@ -145,6 +146,39 @@ def test_steps_on_a_shard_match_float64(combined, kappa):
     assert {p for p, _ in flags} == {True, False}  # the crafted steps exercise both branches
     if kappa is not None:
         assert any(cl for _, cl in flags) and any(p and not cl for p, cl in flags)
+
+
+def _live(values: torch.Tensor, lay: ShardLayout) -> LiveGrad:
+    """A gradient held in one separate buffer per fragment (as DeepSpeed's are), read and written in place."""
+    frags = [values[s.offset : s.offset + s.numel].float().clone() for s in lay.segments]
+    return LiveGrad(None, None, lay, frags, None)
+
+
+def _flat(live: LiveGrad) -> torch.Tensor:
+    return torch.cat(live.frags).double()
+
+
+@pytest.mark.parametrize("combined", [False, True])
+@pytest.mark.parametrize("kappa", [None, -0.5])
+@pytest.mark.parametrize("ema_from_reg", [False, True])
+def test_fused_update_into_the_live_buffer_matches_float64(combined, kappa, ema_from_reg):
+    """The engine's path: g_f a copy scaled by gamma inside the pass, g_reg left in its (per-fragment) buffer and
+    overwritten there by the update; the EMA input is g_reg itself (the retain NLL as L_reg) or a copy of its own."""
+    c, lam, gamma, lay = 0.8, 1.5, 0.7, _layout()
+    steps = _steps(n=lay.numel)
+    if ema_from_reg:
+        steps = [(g_f, g_reg, g_reg) for g_f, g_reg, _ in steps]
+    want, want_flags = _reference([(gamma * g_f, g_reg, g_r) for g_f, g_reg, g_r in steps], c, lam, combined, kappa)
+    gru, flags = GRU(c, cos_clip=kappa, combined=combined), []
+    for (g_f, g_reg, g_r), w in zip(steps, want, strict=True):
+        reg = _live(g_reg, lay)
+        r = reg if ema_from_reg else ShardedGrad(g_r.float(), lay)
+        u = ShardedGrad(g_f.float(), lay)
+        info = gru.update(u, reg, r, lam, gamma, out=reg)
+        flags.append((info.projected, info.clipped))
+        torch.testing.assert_close(_flat(reg), w, rtol=0, atol=1e-5 * float(w.abs().max()))
+        assert torch.equal(u.flat, g_f.float())  # the copied forget gradient is only read
+    assert flags == want_flags and {p for p, _ in flags} == {True, False}
 
 
 def test_clip_at_minus_one_is_the_plain_projection():
