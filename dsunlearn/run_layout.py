@@ -10,6 +10,7 @@
     <run>/checkpoints/LATEST  names the newest complete checkpoint
     <run>/checkpoints/stepNNNNNN/   one checkpoint (engine/checkpoint.py), with its own delta/
     <run>/uipe/, geffect/, plots/   the offline tools' outputs
+    <run>/attacks/<name>/     `dsunlearn attack`: one attack on the run's model (recipes/attack.py)
     <run>/{base,full,retain}/model/, finetune.json      finetune
     <run>/finetune/, runs/<name>/, summary.json, report.md   demo (its runs are runs themselves)
 
@@ -37,6 +38,7 @@ STAGING = ".staging"
 UIPE = "uipe"
 GEFFECT = "geffect"
 PLOTS = "plots"
+ATTACKS = "attacks"
 WANDB = "wandb"
 FINETUNE_BASE = "base"
 FINETUNE_TARGETS = ("full", "retain")  # config.run.finetune_targets' choices, each <target>/model
@@ -46,7 +48,7 @@ DEMO_FINETUNE, DEMO_RUNS, DEMO_SUMMARY, DEMO_REPORT = "finetune", "runs", "summa
 _COMMON = {RUN_MARKER, LOCK_FILE, CONFIG, EVENTS, WANDB}
 # The top-level entries each kind of run writes (rundir.py: --overwrite removes these and nothing else).
 OWNED = {
-    "unlearn": _COMMON | {CHECKPOINTS, MODEL, DELTA, EVAL, UIPE, GEFFECT, PLOTS},
+    "unlearn": _COMMON | {CHECKPOINTS, MODEL, DELTA, EVAL, UIPE, GEFFECT, PLOTS, ATTACKS},
     "finetune": _COMMON | {FINETUNE_BASE, *FINETUNE_TARGETS, FINETUNE_SUMMARY},
     "demo": _COMMON | {DEMO_FINETUNE, DEMO_RUNS, PLOTS, DEMO_SUMMARY, DEMO_REPORT},
 }
@@ -87,6 +89,7 @@ class RunDir:
     uipe = property(lambda self: self.root / UIPE)
     geffect = property(lambda self: self.root / GEFFECT)
     plots = property(lambda self: self.root / PLOTS)
+    attacks = property(lambda self: self.root / ATTACKS)
     finetune_summary = property(lambda self: self.root / FINETUNE_SUMMARY)
     demo_finetune = property(lambda self: RunDir(self.root / DEMO_FINETUNE))
     demo_summary = property(lambda self: self.root / DEMO_SUMMARY)
@@ -114,6 +117,10 @@ class RunDir:
     def uipe_root(self, checkpoint: str | None = None) -> Path:
         """Where a sweep writes: `uipe/` for the final delta, `uipe/<tag>/` for a checkpoint's."""
         return self.uipe / checkpoint if checkpoint else self.uipe
+
+    def attack(self, name: str) -> Path:
+        """`attacks/<name>`: one attack's outputs (names checked by recipes/attack_spec.py)."""
+        return self.attacks / name
 
     def require_config(self) -> Path:
         """`config.yaml`, or the one-line RunError that `root` is not a run directory."""
