@@ -12,7 +12,7 @@
     <run>/uipe/, geffect/, plots/   the offline tools' outputs
     <run>/attacks/<name>/     `dsunlearn attack`: one attack on the run's model (recipes/attack.py)
     <run>/{base,full,retain}/model/, finetune.json      finetune
-    <run>/finetune/, runs/<name>/, summary.json, report.md   demo (its runs are runs themselves)
+    <run>/finetune/, runs/<name>/, summary.json, report.md, attacks.md   demo (its runs are runs themselves)
 
 Nothing here imports torch: the refusals that read a run directory (`--resume`, `extrapolate`, `geffect`) run
 before the heavy imports. Checkpoint tags read from disk are untrusted: `checkpoint_dir` validates them.
@@ -44,13 +44,14 @@ FINETUNE_BASE = "base"
 FINETUNE_TARGETS = ("full", "retain")  # config.run.finetune_targets' choices, each <target>/model
 FINETUNE_SUMMARY = "finetune.json"
 DEMO_FINETUNE, DEMO_RUNS, DEMO_SUMMARY, DEMO_REPORT = "finetune", "runs", "summary.json", "report.md"
+DEMO_ATTACKS = "attacks.md"  # demo: the robustness section's recovery table (recipes/demo_attacks.py)
 
 _COMMON = {RUN_MARKER, LOCK_FILE, CONFIG, EVENTS, WANDB}
 # The top-level entries each kind of run writes (rundir.py: --overwrite removes these and nothing else).
 OWNED = {
     "unlearn": _COMMON | {CHECKPOINTS, MODEL, DELTA, EVAL, UIPE, GEFFECT, PLOTS, ATTACKS},
     "finetune": _COMMON | {FINETUNE_BASE, *FINETUNE_TARGETS, FINETUNE_SUMMARY},
-    "demo": _COMMON | {DEMO_FINETUNE, DEMO_RUNS, PLOTS, DEMO_SUMMARY, DEMO_REPORT},
+    "demo": _COMMON | {DEMO_FINETUNE, DEMO_RUNS, PLOTS, DEMO_SUMMARY, DEMO_REPORT, DEMO_ATTACKS},
 }
 
 TAG_RE = re.compile(r"step(\d{6}|[1-9]\d{6,11})")  # exactly what tag_of writes: one tag per step

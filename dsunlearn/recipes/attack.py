@@ -193,7 +193,15 @@ def _attack(target: AttackTarget, spec, cfg, suite, retain_log, data, events, ca
     if spec.kind == QUANTIZE:
         for label, path in models.items():
             out = stage if label == "unlearned" else stage / "references" / label
-            after[label] = _evaluate(path, cfg, suite, retain_log, spec, out)
+            # A reference attacked alike by an earlier attack of this process (the demo's shared target) is
+            # reused: its summary only, its log is in that attack's directory.
+            key = f"{Path(path).resolve() if Path(path).exists() else path}|{spec.default_name()}"
+            if label == "unlearned" or key not in cache:
+                after[label] = _evaluate(path, cfg, suite, retain_log, spec, out)
+                if label != "unlearned":
+                    cache[key] = dict(after[label])
+            else:
+                after[label] = dict(cache[key])
             events.log("attack_eval", model=label, attacked=True, **after[label])
     else:
         from dsunlearn.recipes.relearn import relearn_config, relearn_model
