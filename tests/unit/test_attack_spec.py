@@ -80,3 +80,19 @@ def test_relearn_set_is_seeded_and_disjoint_from_heldout():
 
     with pytest.raises(DataError, match="--relearn-split"):
         relearn_data(cfg, AttackSpec("relearn", split="retain90"))
+
+
+def test_attacks_belong_to_the_unlearn_run(tmp_path):
+    """An unlearning run's `attacks/` is dsunlearn's: `--overwrite` of the run may remove it (and the demo's
+    attacks.md), anything else stays foreign."""
+    from dsunlearn.rundir import foreign_entry
+
+    run = RunDir(tmp_path)
+    assert run.attack("int4_g128_sym") == tmp_path / "attacks" / "int4_g128_sym"
+    run.attack("int4_g128_sym").mkdir(parents=True)
+    assert foreign_entry(tmp_path, "unlearn") is None
+    (tmp_path / "attacks.md").write_text("x")
+    assert foreign_entry(tmp_path, "unlearn") == str(tmp_path / "attacks.md")
+    run.attack("int4_g128_sym").rmdir()
+    run.attacks.rmdir()
+    assert foreign_entry(tmp_path, "demo") is None
