@@ -107,3 +107,28 @@ def plot_geffect(result: dict, path: str | Path) -> Path:
     cb = fig.colorbar(im, ax=hm, pad=0.02)
     cb.set_label("e_u of the group")
     return save_figure(fig, path)
+
+
+def plot_attack(bars: dict[str, tuple[float | None, float | None]], headline: Headline, title: str,
+                path: str | Path) -> Path:  # fmt: skip
+    """A headline number before (light) and after (dark) an attack, one pair of bars per model (or run):
+    `bars` = {label: (before, after)}, None drawn as no bar; a log axis for a p-value (TOFU's forget quality)."""
+    labels = list(bars)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(labels) + 2), 4.2), dpi=120)
+    floor = 1e-300 if headline.log_scale else 0.0
+    for i, (b, a) in enumerate(bars.values()):
+        for dx, v, alpha, name in ((-0.2, b, 0.45, "before"), (0.2, a, 1.0, "after")):
+            if v is not None:
+                ax.bar(i + dx, max(v, floor), width=0.38, color="tab:red", alpha=alpha,
+                       label=name if i == 0 or name not in ax.get_legend_handles_labels()[1] else None)  # fmt: skip
+    if headline.log_scale:
+        ax.set_yscale("log")
+    ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 4 else 0, ha="right" if len(labels) > 4
+                  else "center")  # fmt: skip
+    way = "higher" if headline.higher_is_better else "lower"
+    ax.set_ylabel(f"{headline.label} ({way} is better)")
+    ax.set_title(f"{title}: {headline.label} before and after the attack")
+    if ax.get_legend_handles_labels()[0]:  # nothing drawn where the number is missing everywhere
+        ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    return save_figure(fig, path)

@@ -11,8 +11,9 @@
     <run>/checkpoints/LATEST  names the newest complete checkpoint
     <run>/checkpoints/stepNNNNNN/   one checkpoint (engine/checkpoint.py), with its own delta/
     <run>/uipe/, geffect/, plots/   the offline tools' outputs
+    <run>/attacks/<name>/     `dsunlearn attack`: one attack on the run's model (recipes/attack.py)
     <run>/{base,full,retain}/model/, finetune.json      finetune
-    <run>/finetune/, runs/<name>/, summary.json, report.md   demo (its runs are runs themselves)
+    <run>/finetune/, runs/<name>/, summary.json, report.md, attacks.md   demo (its runs are runs themselves)
 
 Nothing here imports torch: the refusals that read a run directory (`--resume`, `extrapolate`, `geffect`) run
 before the heavy imports. Checkpoint tags read from disk are untrusted: `checkpoint_dir` validates them.
@@ -39,18 +40,20 @@ STAGING = ".staging"
 UIPE = "uipe"
 GEFFECT = "geffect"
 PLOTS = "plots"
+ATTACKS = "attacks"
 WANDB = "wandb"
 FINETUNE_BASE = "base"
 FINETUNE_TARGETS = ("full", "retain")  # config.run.finetune_targets' choices, each <target>/model
 FINETUNE_SUMMARY = "finetune.json"
 DEMO_FINETUNE, DEMO_RUNS, DEMO_SUMMARY, DEMO_REPORT = "finetune", "runs", "summary.json", "report.md"
+DEMO_ATTACKS = "attacks.md"  # demo: the robustness section's recovery table (recipes/demo_attacks.py)
 
 _COMMON = {RUN_MARKER, LOCK_FILE, CONFIG, EVENTS, WANDB}
 # The top-level entries each kind of run writes (rundir.py: --overwrite removes these and nothing else).
 OWNED = {
-    "unlearn": _COMMON | {CHECKPOINTS, MODEL, ADAPTER, DELTA, EVAL, UIPE, GEFFECT, PLOTS},
+    "unlearn": _COMMON | {CHECKPOINTS, MODEL, ADAPTER, DELTA, EVAL, UIPE, GEFFECT, PLOTS, ATTACKS},
     "finetune": _COMMON | {FINETUNE_BASE, *FINETUNE_TARGETS, FINETUNE_SUMMARY},
-    "demo": _COMMON | {DEMO_FINETUNE, DEMO_RUNS, PLOTS, DEMO_SUMMARY, DEMO_REPORT},
+    "demo": _COMMON | {DEMO_FINETUNE, DEMO_RUNS, PLOTS, DEMO_SUMMARY, DEMO_REPORT, DEMO_ATTACKS},
 }
 
 TAG_RE = re.compile(r"step(\d{6}|[1-9]\d{6,11})")  # exactly what tag_of writes: one tag per step
@@ -90,6 +93,7 @@ class RunDir:
     uipe = property(lambda self: self.root / UIPE)
     geffect = property(lambda self: self.root / GEFFECT)
     plots = property(lambda self: self.root / PLOTS)
+    attacks = property(lambda self: self.root / ATTACKS)
     finetune_summary = property(lambda self: self.root / FINETUNE_SUMMARY)
     demo_finetune = property(lambda self: RunDir(self.root / DEMO_FINETUNE))
     demo_summary = property(lambda self: self.root / DEMO_SUMMARY)
@@ -117,6 +121,10 @@ class RunDir:
     def uipe_root(self, checkpoint: str | None = None) -> Path:
         """Where a sweep writes: `uipe/` for the final delta, `uipe/<tag>/` for a checkpoint's."""
         return self.uipe / checkpoint if checkpoint else self.uipe
+
+    def attack(self, name: str) -> Path:
+        """`attacks/<name>`: one attack's outputs (names checked by recipes/attack_spec.py)."""
+        return self.attacks / name
 
     def require_config(self) -> Path:
         """`config.yaml`, or the one-line RunError that `root` is not a run directory."""

@@ -362,16 +362,17 @@ def prepare_output_dir(cfg: RunConfig, command: str, resume: bool = False) -> Pa
     return out
 
 
-def run_config(run_dir: str | Path, trust_remote_code: bool = False) -> RunConfig:
+def run_config(run_dir: str | Path, trust_remote_code: bool = False, overrides: list[str] | None = None) -> RunConfig:
     """The config a finished run was started with (`<run>/config.yaml`), for the offline tools (extrapolate,
-    sweep, geffect). A run directory is untrusted input: its config may not switch on remote code (only the
-    command line may: `trust_remote_code`); a missing or damaged file is a one-line RunError."""
+    sweep, geffect, attack; `overrides`: the command line's key=value on top). A run directory is untrusted
+    input: its config may not switch on remote code (only the command line may: `trust_remote_code`); a missing
+    or damaged file is a one-line RunError."""
     from dsunlearn.config_io import load_config
     from dsunlearn.errors import DsUnlearnError
 
     f = RunDir(run_dir).require_config()
     try:
-        cfg = load_config(str(f))
+        cfg = load_config(str(f), overrides)
     except DsUnlearnError as e:
         raise RunError(f"the run's config '{f}' cannot be used: {e}") from None
     if cfg.model.trust_remote_code and not trust_remote_code:

@@ -3,4 +3,4 @@
 `dsunlearn.cli` registers every module listed in `COMMANDS`; adding a command is one file and one line.
 """
 
-COMMANDS = ["finetune", "unlearn", "eval", "geffect", "extrapolate", "demo", "configs"]
+COMMANDS = ["finetune", "unlearn", "eval", "geffect", "extrapolate", "attack", "demo", "configs"]

@@ -174,6 +174,9 @@ def _run_demo(out: Path, quick: bool, world: int) -> DemoResult:
         geffect = run_geffect(demo.demo_run(GEFFECT_RUN).root, probe_size=16)
     except ImportError:  # pragma: no cover - the offline analysis ships with the engine
         pass
+    from dsunlearn.recipes.demo_attacks import robustness  # int4 on every run, a short relearn of GA
+
+    robustness(demo, list(events), full_dir, retain_dir, full_sum, retain_sum)
     wall = time.time() - t_all
     if dist.is_main():
         plots = demo.plots

@@ -27,6 +27,11 @@ def test_quick_demo_writes_summary_report_and_plots(tmp_path):
     sweep = json.loads((out / "runs" / "wga" / "uipe" / "sweep.json").read_text())
     assert [row["alpha"] for row in sweep["rows"]] == [0.0, 0.1, 0.25, 0.5, 1.0]
     assert (out / "runs" / "npo_gru" / "geffect" / "geffect.json").is_file()
+    attacks = (out / "attacks.md").read_text()  # the robustness section: int4 on every run (no GA in --quick)
+    for name in ("npo", "npo_gru", "wga", "wga_gru"):
+        assert f"| {name} | int4_g128_sym |" in attacks
+        assert (out / "runs" / name / "attacks" / "int4_g128_sym" / "summary.json").is_file()
+    assert (out / "plots" / "attacks_int4.png").stat().st_size > 10_000
     assert "demo finished" in r.stdout
     # an existing demo is never replaced silently
     again = subprocess.run([sys.executable, "-m", "dsunlearn", "demo", "--quick", "--output-dir", str(out)],
