@@ -2,7 +2,7 @@
 
 Synthetic WMDP-format set (`suites/wmdp/synthetic.py`: fictional hazardous bio / cyber documents and their
 4-choice questions, general documents and questions) -> tokenizer + tiny Llama -> fine-tune the target on all
-documents -> unlearn the hazardous documents with GA, GradDiff and NPO (retain: the general documents) -> the
+documents -> unlearn the hazardous documents with GA, GradDiff, NPO and RMU (retain: the general documents) -> the
 table of hazardous (WMDP) and general (MMLU-style) accuracy, summary.json, report.md and a plot. Runs in the
 demo's process group (`recipes/demo.py`); the directory layout is the TOFU demo's (finetune/, runs/<name>/).
 """
