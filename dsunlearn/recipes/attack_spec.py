@@ -116,6 +116,12 @@ def check_target(run_dir: str | Path, spec: AttackSpec, overwrite: bool) -> Atta
     cfg = run_config(run.root)
     model = run.model
     if not model.is_dir() or model.is_symlink():
+        if cfg.model.adapter.type != "none" and not cfg.model.adapter.save_merged:
+            raise RunError(
+                f"--run '{run.root}' is a {cfg.model.adapter.type} adapter run saved as the adapter alone "
+                "(model.adapter.save_merged=false) and attacks read the merged model/: rerun it with "
+                "model.adapter.save_merged=true"
+            )
         raise RunError(f"--run '{run.root}' has no model/ (a real directory): the run did not finish; rerun it")
     out = run.attack(spec.dir_name)
     for p, label in ((run.attacks, "the attacks directory"), (out, "the attack's output")):

@@ -96,3 +96,21 @@ def test_attacks_belong_to_the_unlearn_run(tmp_path):
     run.attack("int4_g128_sym").rmdir()
     run.attacks.rmdir()
     assert foreign_entry(tmp_path, "demo") is None
+
+
+def test_an_adapter_run_without_its_merged_model_is_one_line(tmp_path):
+    """A LoRA run saved as the adapter alone has no model/: the refusal says so and how to get the merged model,
+    instead of calling the run unfinished."""
+    from dsunlearn.config_io import dump_config, load_config
+    from dsunlearn.fsutil import atomic_write_json
+    from dsunlearn.recipes.attack_spec import check_target
+    from dsunlearn.rundir import new_marker
+
+    run = tmp_path / "lora_run"
+    cfg = load_config("tiny_npo", [f"run.output_dir={run}", "model.adapter.type=lora"])
+    run.mkdir()
+    (run / "adapter").mkdir()
+    dump_config(cfg, run / "config.yaml")
+    atomic_write_json(run / "run.json", new_marker(cfg, "unlearn"))
+    with pytest.raises(RunError, match="adapter alone .* model.adapter.save_merged=true"):
+        check_target(run, AttackSpec("quantize"), overwrite=False)
