@@ -11,6 +11,23 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import pytest  # noqa: E402
 
+_LAUNCHER_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture(autouse=True)
+def _launcher_env_restored():
+    """A test that runs a job in-process (``dsunlearn.cli.main([...])``, a recipe) initialises a process group of
+    one, which writes MASTER_PORT & co. into os.environ while its store keeps listening on that port; a later
+    test passing ``{**os.environ}`` to a subprocess would then hand it a port in use (EADDRINUSE). The launcher
+    variables are put back as they were after every test; the in-process group itself stays up."""
+    before = {k: os.environ.get(k) for k in _LAUNCHER_ENV}
+    yield
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
 
 @pytest.fixture(scope="session")
 def synthetic_splits():
