@@ -195,39 +195,35 @@ def _run_demo(out: Path, quick: bool, world: int) -> DemoResult:
 def _run_muse_demo(out: Path, quick: bool, world: int) -> DemoResult:
     from dsunlearn.recipes.demo_muse import plot_muse, report_lines, run_muse
 
-    t0 = time.time()
-    rows = run_muse(out, quick, world)
-    wall = time.time() - t0
-    demo = RunDir(out)
-    if dist.is_main():
-        plot_muse(rows, demo.plots / "muse.png")
-        atomic_write_json(demo.demo_summary, rows)
-        lines = ["# dsunlearn demo report: MUSE", "",
-                 f"Embedded default (synthetic MUSE-format corpus, tiny Llama), {world} process(es), "
-                 f"{wall / 60:.1f} minutes in all.", "", *report_lines(rows)]  # fmt: skip
-        atomic_write_text(demo.demo_report, "\n".join(lines))
-        record_files(out, [demo.demo_summary.name, demo.demo_report.name])
-    dist.barrier()
-    return DemoResult(rows=rows, wall_seconds=round(wall, 1), uipe=None, suite="muse")
+    return _run_suite_demo(out, quick, world, "muse", "MUSE", "synthetic MUSE-format corpus", run_muse, plot_muse,
+                           report_lines)  # fmt: skip
 
 
 def _run_wmdp_demo(out: Path, quick: bool, world: int) -> DemoResult:
     from dsunlearn.recipes.demo_wmdp import plot_wmdp, report_lines, run_wmdp
 
+    return _run_suite_demo(out, quick, world, "wmdp", "WMDP", "synthetic WMDP-format set", run_wmdp, plot_wmdp,
+                           report_lines)  # fmt: skip
+
+
+def _run_suite_demo(out: Path, quick: bool, world: int, suite: str, title: str, data: str, run, plot,
+                    report_lines) -> DemoResult:  # fmt: skip
+    """A suite's demo (MUSE, WMDP): `run(out, quick, world)` -> rows on all ranks; rank 0 writes the plot
+    (`plots/<suite>.png`), summary.json and report.md."""
     t0 = time.time()
-    rows = run_wmdp(out, quick, world)
+    rows = run(out, quick, world)
     wall = time.time() - t0
     demo = RunDir(out)
     if dist.is_main():
-        plot_wmdp(rows, demo.plots / "wmdp.png")
+        plot(rows, demo.plots / f"{suite}.png")
         atomic_write_json(demo.demo_summary, rows)
-        lines = ["# dsunlearn demo report: WMDP", "",
-                 f"Embedded default (synthetic WMDP-format set, tiny Llama), {world} process(es), "
+        lines = [f"# dsunlearn demo report: {title}", "",
+                 f"Embedded default ({data}, tiny Llama), {world} process(es), "
                  f"{wall / 60:.1f} minutes in all.", "", *report_lines(rows)]  # fmt: skip
         atomic_write_text(demo.demo_report, "\n".join(lines))
         record_files(out, [demo.demo_summary.name, demo.demo_report.name])
     dist.barrier()
-    return DemoResult(rows=rows, wall_seconds=round(wall, 1), uipe=None, suite="wmdp")
+    return DemoResult(rows=rows, wall_seconds=round(wall, 1), uipe=None, suite=suite)
 
 
 def _write_report(out: Path, rows, uipe: SweepResult, geffect, wall, world, results_table) -> None:
