@@ -236,6 +236,12 @@ class ObjectiveConfig:
         "auto", "retain regulariser; auto = objective's default", ("auto", "none", "nll", "kl", "embed_diff")
     )
     kl_positions: str = _f("answer", "positions the KL regulariser averages over", ("answer", "all"))
+    loss_mean: str = _f(
+        "global",
+        "what each loss of a step averages over: global (the global batch's units: any world size and split give "
+        "the same step) or micro_batch (open-unlearning's: the mean of each micro-batch's mean)",
+        ("global", "micro_batch"),
+    )
     params: dict = field(
         default_factory=dict,
         metadata={

@@ -45,7 +45,7 @@ _HELD: dict[Path, RunLock] = {}
 # geometry keys added after runs existed, with the value that reproduces those runs (left out of their identity)
 _GRU_VARIANT_DEFAULTS = {"gru_project": "forget", "gru_ema_from": "nll", "gru_cos_clip": None}
 # other keys added after runs existed ("section.key": the value that reproduces those runs), likewise left out
-_LATER_DEFAULTS = {"eval.length_batches": False, "model.adapter": AdapterConfig()}
+_LATER_DEFAULTS = {"eval.length_batches": False, "model.adapter": AdapterConfig(), "objective.loss_mean": "global"}
 # each suite's own data section: part of the identity of that suite's runs only
 _SUITE_SECTIONS = {"muse": "data.muse", "wmdp": "data.wmdp"}
 

@@ -4,6 +4,11 @@ Each closure back-propagates `loss_sum * coef * world / global_count` on its mic
 gradients over ranks, so the accumulated gradient is exactly coef * grad(mean over the global batch), for any
 world size and accumulation split. The global unit count is known on every rank without communication: all
 ranks hold the encoded dataset and the sampler's global indices.
+
+`objective.loss_mean: micro_batch` gives open-unlearning's rule instead (`MICRO_BATCH`): each micro-batch's loss
+is the mean over its own units, and the step's gradient the mean of those over the micro-batches of all ranks
+(`loss_sum * coef * world / (micro-batch count * micro-batches in the global batch)`), which depends on how the
+global batch is split (docs/methods.md#normalisation).
 """
 
 from __future__ import annotations
@@ -51,17 +56,31 @@ def global_count(encoded: list[Encoded], indices: list[int], unit: str) -> float
     return float(sum(1 for i in indices if answer_tokens(encoded[i]) > 0))
 
 
-def _stats(loss_sum: torch.Tensor, metrics: dict | None = None) -> dict:
-    return {"loss_sum": float(loss_sum.detach()), "metrics": metrics or {}}
+def _stats(loss_sum: torch.Tensor, metrics: dict | None, denominator: float) -> dict:
+    """A micro-batch's record: its unscaled loss sum, its metrics, and `mean_part` = loss_sum / denominator (this
+    micro-batch's share of the step's loss as the step averages it: the shares of all micro-batches of all ranks
+    sum to the logged loss, under either `loss_mean`)."""
+    value = float(loss_sum.detach())
+    return {"loss_sum": value, "metrics": metrics or {}, "mean_part": value / denominator}
 
 
-def _scale(params: dict, terms: LossTerms, coef: float, count: float, n_micro_global: int) -> float:
-    """What `terms.loss_sum` is multiplied by: coef x world / the global count (a global-batch mean), or, for a
-    loss over every position (`positions="all"`: KL as the anchors' code, UNDIAL as open-unlearning's), coef x
-    world / (this micro-batch's count x micro-batches in the global batch): the mean of the micro-batch means."""
-    if params.get("positions") == "all":
-        return coef * dist.world_size() / (max(terms.count, 1.0) * n_micro_global)
-    return coef * dist.world_size() / max(count, 1.0)
+# objective.loss_mean: the global batch's mean (world-size invariant) or open-unlearning's mean of micro-batch means
+GLOBAL, MICRO_BATCH = "global", "micro_batch"
+LOSS_MEANS = (GLOBAL, MICRO_BATCH)
+
+
+def _denominator(params: dict, terms: LossTerms, count: float, n_micro_global: int, loss_mean: str = GLOBAL) -> float:
+    """What a micro-batch's `terms.loss_sum` is divided by: the global count (a global-batch mean), or, for a loss
+    over every position (`positions="all"`: KL as the anchors' code, UNDIAL as open-unlearning's) and for every
+    loss under `loss_mean=MICRO_BATCH` (open-unlearning's Trainer), this micro-batch's count x micro-batches in
+    the global batch: the mean of the micro-batch means. A micro-batch without a unit adds 0 (open-unlearning's
+    mean over no token would be NaN). The closures back-propagate loss_sum x coef x world / this (DeepSpeed
+    divides the summed gradients by world)."""
+    if loss_mean not in LOSS_MEANS:
+        raise ValueError(f"loss_mean={loss_mean!r}: one of {LOSS_MEANS}")
+    if loss_mean == MICRO_BATCH or params.get("positions") == "all":
+        return max(terms.count, 1.0) * n_micro_global
+    return max(count, 1.0)
 
 
 def _pair_terms(spec: ObjectiveSpec, params: dict, mb: MicroBatch, logp, mask, ref) -> LossTerms:
@@ -82,6 +101,7 @@ def objective_loss(
     ref_logits: Callable | None = None,
     n_micro_global: int = 1,
     hidden: HiddenSource | None = None,
+    loss_mean: str = GLOBAL,
 ) -> LossFn:
     """coef x the forget objective (token or sequence mean over the global forget batch). A logits objective gets
     the policy's logits and, if it needs them, `ref_logits(input_ids, attention_mask)` of the frozen reference
@@ -90,7 +110,7 @@ def objective_loss(
     "pair"`) reads a paired micro-batch: its first half of rows are the forget answers, the second half their
     alternates (`MicroBatch.build_pairs`). `n_micro_global`: micro-batches of the global batch, for
     `positions="all"` (`_scale`). A hidden-state objective (RMU) reads `hidden`: the policy's layer output of this
-    forward and the seeded direction."""
+    forward and the seeded direction. `loss_mean`: GLOBAL or MICRO_BATCH (`_scale`)."""
     if spec.needs_reference_logits and ref_logits is None:
         raise ValueError(f"objective_loss: '{spec.name}' needs the reference model's logits (ref_logits)")
     if spec.inputs == "hidden" and hidden is None:
@@ -110,20 +130,21 @@ def objective_loss(
                 terms = _pair_terms(spec, params, mb, logp, mask, ref)
             else:
                 terms = spec.fn(logp, mask, ref, **params)
-        scale = _scale(params, terms, coef, count, n_micro_global)
-        return terms.loss_sum * scale, _stats(terms.loss_sum, terms.metrics)
+        d = _denominator(params, terms, count, n_micro_global, loss_mean)
+        return terms.loss_sum * (coef * dist.world_size() / d), _stats(terms.loss_sum, terms.metrics, d)
 
     return fn
 
 
-def nll_loss(coef: float, count: float) -> LossFn:
-    """coef x the mean answer-token NLL over the global batch (the risk R of the G-effect, the retain NLL)."""
-    scale = coef * dist.world_size() / max(count, 1.0)
+def nll_loss(coef: float, count: float, n_micro_global: int = 1, loss_mean: str = GLOBAL) -> LossFn:
+    """coef x the mean answer-token NLL over the global batch (the risk R of the G-effect, the retain NLL), or
+    with `loss_mean=MICRO_BATCH` the mean over the `n_micro_global` micro-batches of each one's mean."""
 
     def fn(mb: MicroBatch, logits: torch.Tensor):
         logp, mask = token_logprobs(logits, mb.labels)
         terms = nll(logp, mask)
-        return terms.loss_sum * scale, _stats(terms.loss_sum)
+        d = _denominator({}, terms, count, n_micro_global, loss_mean)
+        return terms.loss_sum * (coef * dist.world_size() / d), _stats(terms.loss_sum, None, d)
 
     return fn
 
@@ -136,14 +157,15 @@ def regularizer_loss(
     ref_logits: Callable | None,
     n_micro_global: int,
     hidden: HiddenSource | None = None,
+    loss_mean: str = GLOBAL,
 ) -> LossFn:
-    """coef x the retain regulariser. `nll` and `kl` over answer tokens are global-batch token means;
-    `kl` with positions="all" reproduces the anchors' code: the mean over micro-batches of each micro-batch's
-    all-position mean (padding-dependent, hence not world-size invariant: documented in the README).
-    `embed_diff` (unit "sequence", `count` the global batch's sequences) compares the policy's hooked layer
-    output with theta_o's (`hidden.reference`, a collective at ZeRO-3)."""
+    """coef x the retain regulariser (`loss_mean` as for `objective_loss`). `nll` and `kl` over answer tokens are
+    global-batch token means; `kl` with positions="all" reproduces the anchors' code: the mean over micro-batches
+    of each micro-batch's all-position mean (padding-dependent, hence not world-size invariant: documented in the
+    README). `embed_diff` (unit "sequence", `count` the global batch's sequences) compares the policy's hooked
+    layer output with theta_o's (`hidden.reference`, a collective at ZeRO-3)."""
     if spec.inputs == "logprobs":
-        return nll_loss(coef, count)
+        return nll_loss(coef, count, n_micro_global, loss_mean)
     if spec.inputs == "hidden" and (hidden is None or hidden.reference is None):
         raise ValueError(f"regularizer_loss: '{spec.name}' needs the policy's and theta_o's hidden states")
 
@@ -153,10 +175,16 @@ def regularizer_loss(
             terms = spec.fn(h, hidden.reference(mb.input_ids, mb.attention_mask), mb.labels, **params)
         else:
             terms = spec.fn(logits, ref_logits(mb.input_ids, mb.attention_mask), mb.labels, **params)
-        scale = _scale(params, terms, coef, count, n_micro_global)
-        return terms.loss_sum * scale, _stats(terms.loss_sum, terms.metrics)
+        d = _denominator(params, terms, count, n_micro_global, loss_mean)
+        return terms.loss_sum * (coef * dist.world_size() / d), _stats(terms.loss_sum, terms.metrics, d)
 
     return fn
+
+
+def mean_parts(stats: list[dict]) -> float:
+    """This rank's share of the step's loss: the sum of its micro-batches' `mean_part`s (summed over ranks, the
+    loss the step minimised, without its coefficient)."""
+    return sum(s["mean_part"] for s in stats)
 
 
 def reduce_stats(stats: list[dict]) -> tuple[float, dict]:

@@ -1,6 +1,6 @@
 """`dsunlearn geffect`: the offline G-effect of a finished unlearning run, per saved checkpoint, on a fixed probe.
 
-    dsunlearn geffect --run DIR [--probe-size N] [--per-instance K] [--output FILE] [--original DIR]
+    dsunlearn geffect --run DIR [--probe-size N] [--per-instance K] [--output FILE] [--original DIR] [--ema C]
 
 Writes `<run>/geffect/geffect.json` (or FILE) and a PNG next to it, prints a table. Runs on one process or
 under a launcher (`deepspeed --num_gpus 8 --module dsunlearn geffect --run DIR`, `torchrun --nproc_per_node 2
@@ -25,6 +25,9 @@ def add_arguments(p) -> None:
     p.add_argument("--per-instance", type=int, default=0, help="also e_u per sample for the first K forget items")
     p.add_argument("--output", default=None, help="JSON to write (default <run>/geffect/geffect.json; PNG beside)")
     p.add_argument("--original", default=None, help="the model the run started from (default: from config.yaml)")
+    p.add_argument("--ema", type=float, default=None, metavar="C",
+                   help="the G-effect code's average: gradients of each micro-batch of the probe into moving averages "
+                        "with weight C for the new one (its code: 0.4); default: one mean over the probe")  # fmt: skip
 
 
 def run(args) -> int:
@@ -39,7 +42,7 @@ def run(args) -> int:
         torch.use_deterministic_algorithms(True, warn_only=True)
         # Not NaN-filling every torch.empty: DeepSpeed allocates GB-sized reduction buckets per backward.
         torch.utils.deterministic.fill_uninitialized_memory = False
-    result = run_geffect(args.run, args.probe_size, args.per_instance, args.output, args.original)
+    result = run_geffect(args.run, args.probe_size, args.per_instance, args.output, args.original, args.ema)
     if dist.is_main():
         out = Path(args.output) if args.output else default_output(args.run)
         print(format_table(result))

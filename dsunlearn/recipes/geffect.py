@@ -13,6 +13,13 @@ the one the run gave it (R stays the NLL of the forget answers). Totals, per lay
 per instance for the first K forget probe items: e_i = < grad R(s_i), grad L_u(s_i) > (one sample = the whole
 batch).
 
+`ema` (the G-effect code's way, `--ema C`): instead of one mean over the probe, the probe is cut into chunks of
+the run's micro batch (`engine.micro_batch_size` items, probe order; forget chunk k paired with retain chunk k),
+each chunk's three gradients (means over that chunk) go into exponential moving averages,
+G_1 = g_1, G_k = (1 - C) G_{k-1} + C g_k (the authors' code: C = 0.4, ".6 * old + .4 * new"), and e_u, e_r are
+the inner products of the averaged gradients (the losses are averaged alike). The chunks are global (each one's
+gradient is reduced over ranks), so 1 and N processes agree here too.
+
 Distribution: the weights of a checkpoint are rebuilt by `extrapolate(alpha=0)` (bit for bit) on rank 0 into a
 temporary dir, then every rank loads an `UnlearnEngine` (the run's ZeRO config; its optimizer is never
 stepped) and `grad_of` runs the probe's fixed micro-batches dealt round-robin to ranks. The chunks do not
@@ -120,11 +127,16 @@ def _micro_batches(build, idx: list[int], micro: int) -> list[MicroBatch]:
     return out
 
 
+def _chunks(idx: list[int], size: int) -> list[list[int]]:
+    """`idx` cut into consecutive chunks of `size` (the last may be shorter)."""
+    return [idx[i : i + size] for i in range(0, len(idx), size)]
+
+
 def _only_real(fn: LossFn) -> LossFn:
     def wrapped(mb: MicroBatch, logits: torch.Tensor):
         loss, st = fn(mb, logits)
         if not mb.indices:
-            return loss * 0.0, {"loss_sum": 0.0, "metrics": {}}
+            return loss * 0.0, {"loss_sum": 0.0, "metrics": {}, "mean_part": 0.0}
         return loss, st
 
     return wrapped
@@ -174,19 +186,51 @@ class _Probe:
         return grad_objective, grad_forget_risk, grad_retain_risk, sums
 
 
-def geffect_at(engine: UnlearnEngine, probe: _Probe, singles: list[_Probe]) -> tuple[dict, list[str]]:
-    """(record of one weight state, in the online record's names (`GEffect.as_dict`) plus the risks' norms,
-    the losses and the per-instance list; the layer-group names of the per-group lists)."""
+def _probe_means(engine: UnlearnEngine, probe: _Probe) -> tuple[list[ShardedGrad | None], list[float]]:
+    """([grad L_u, grad R(D_f), grad R(D_r) or None] of `probe`, [L_u, R(D_f), R(D_r)] as its means)."""
     grad_objective, grad_forget_risk, grad_retain_risk, sums = probe.grads(engine)
+    totals = dist.all_reduce_sum(torch.tensor(sums + [0.0] * (3 - len(sums)), dtype=torch.float64))
+    units = (probe.forget_units, probe.forget_tokens, probe.retain_tokens)
+    return [grad_objective, grad_forget_risk, grad_retain_risk], [
+        float(t) / max(u, 1.0) for t, u in zip(totals, units, strict=True)
+    ]
+
+
+def _ema_means(engine: UnlearnEngine, chunks: list[_Probe], new: float):
+    """`_probe_means` of each chunk in turn, folded into EMAs: G_1 = g_1, G_k = (1 - new) G_{k-1} + new g_k
+    (gradients and losses alike: the G-effect code's ".6 * old + .4 * new" is new = 0.4)."""
+    grads, losses = None, None
+    for chunk in chunks:
+        g, v = _probe_means(engine, chunk)
+        if grads is None:
+            grads, losses = g, v
+            continue
+        for acc, x in zip(grads, g, strict=True):
+            if acc is not None and x is not None:
+                acc.scale_(1.0 - new).axpy(new, x)
+        losses = [(1.0 - new) * a + new * b for a, b in zip(losses, v, strict=True)]
+        del g
+    return grads, losses
+
+
+def geffect_at(
+    engine: UnlearnEngine, probe: _Probe | list[_Probe], singles: list[_Probe], ema: float | None = None
+) -> tuple[dict, list[str]]:
+    """(record of one weight state, in the online record's names (`GEffect.as_dict`) plus the risks' norms,
+    the losses and the per-instance list; the layer-group names of the per-group lists). With `ema` (the new
+    chunk's weight), `probe` is the list of chunk probes and the gradients are their EMAs (`_ema_means`)."""
+    if ema is None:
+        (grad_objective, grad_forget_risk, grad_retain_risk), losses = _probe_means(engine, probe)
+    else:
+        (grad_objective, grad_forget_risk, grad_retain_risk), losses = _ema_means(engine, probe, ema)
     ge = g_effect(grad_objective, grad_forget_risk, grad_retain_risk)
-    totals = dist.all_reduce_sum(torch.tensor(sums, dtype=torch.float64))
     rec = {
         **ge.as_dict(),
         "grad_norm_risk_forget": math.sqrt(float(ge.norms_sq[1])),
         "grad_norm_risk_retain": math.sqrt(float(ge.norms_sq[2])),
-        "loss_objective": float(totals[0]) / max(probe.forget_units, 1.0),
-        "risk_forget": float(totals[1]) / max(probe.forget_tokens, 1.0),
-        "risk_retain": float(totals[2]) / max(probe.retain_tokens, 1.0),
+        "loss_objective": losses[0],
+        "risk_forget": losses[1],
+        "risk_retain": losses[2],
     }
     del grad_objective, grad_forget_risk, grad_retain_risk
     per = []
@@ -240,11 +284,14 @@ def check_output_file(out: Path, run_dir: Path, orig_dir: Path, delta: Path) -> 
     check_new_file(out.with_suffix(".png"), "--output's PNG", lambda _: ours)
 
 
-def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=None, original=None) -> dict:
+def run_geffect(
+    run_dir, probe_size: int = 32, per_instance: int = 0, output=None, original=None, ema: float | None = None
+) -> dict:
     """Compute the offline G-effect of every saved state of `run_dir`; write the JSON (+ PNG) on rank 0.
 
     Collective under a launcher (every rank calls it). Returns the record written to `output`
-    (default `<run>/geffect/geffect.json`).
+    (default `<run>/geffect/geffect.json`). `ema`: the new chunk's weight in (0, 1] of the G-effect code's
+    moving average over probe chunks (module docstring); None: one mean over the probe.
     """
     from dsunlearn.models.load import load_tokenizer, local_model_dir
     from dsunlearn.recipes.unlearn import forget_objective
@@ -255,6 +302,8 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
     run_dir = Path(run_dir)
     if probe_size < 1 or per_instance < 0:
         raise RunError(f"--probe-size must be >= 1 and --per-instance >= 0 (got {probe_size}, {per_instance})")
+    if ema is not None and not (isinstance(ema, float) and 0.0 < ema <= 1.0):
+        raise RunError(f"--ema {ema} is not a weight in (0, 1]: the new chunk's share (the G-effect code's: 0.4)")
     states = find_states(run_dir)
     dist.init_distributed()
     cfg = run_config(run_dir)
@@ -302,10 +351,13 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
             all_f, all_r = list(range(len(forget))), list(range(len(retain)))
             ref_logits = ref_model.logits if ref_model is not None else None
             probe = _Probe(spec, params, forget, retain, all_f, all_r, micro, pad, dev, ref_logits, hidden)
+            if ema is not None:  # chunk k of the forget probe with chunk k of the retain probe
+                probe = [_Probe(spec, params, forget, retain, f, r, micro, pad, dev, ref_logits, hidden)
+                         for f, r in zip(_chunks(all_f, micro), _chunks(all_r, micro), strict=False)]  # fmt: skip
             singles = [_Probe(spec, params, forget, retain, [i], [], micro, pad, dev, ref_logits, hidden)
                        for i in range(per_instance)]  # fmt: skip
             rec = {"step": step, "source": "original" if delta is None else str(delta.relative_to(run_dir))}
-            values, groups = geffect_at(engine, probe, singles)
+            values, groups = geffect_at(engine, probe, singles, ema)
             records.append({**rec, **values})
             engine.deepspeed.destroy()  # free this engine before the next one is built
             del engine, probe, singles
@@ -334,6 +386,14 @@ def run_geffect(run_dir, probe_size: int = 32, per_instance: int = 0, output=Non
             "forget_tokens": global_count(forget.answers, list(range(len(forget))), "token"),
             "retain_tokens": global_count(retain, list(range(len(retain))), "token"),
             "per_instance": per_instance,
+            # "mean": one mean over the probe; or the G-effect code's EMA over chunks of `micro_batch` items
+            "average": "mean"
+            if ema is None
+            else {
+                "ema_new_weight": ema,
+                "micro_batch": micro,
+                "chunks": min(len(_chunks(all_f, micro)), len(_chunks(all_r, micro))),
+            },
         },
         "groups": groups,
         "steps": [r["step"] for r in records],

@@ -62,6 +62,7 @@ from dsunlearn.uipe.delta_format import model_hash
 from dsunlearn.unlearn_losses import (
     HiddenSource,
     global_count,
+    mean_parts,
     nll_loss,
     objective_loss,
     reduce_stats,
@@ -112,7 +113,8 @@ class StepBatch:
 
 @dataclass
 class LossSums:
-    """This rank's unscaled loss sums of one step (gamma / lambda only scale what is back-propagated)."""
+    """This rank's shares of one step's losses (`unlearn_losses.mean_parts`; summed over ranks: the means the step
+    minimised, without gamma / lambda, which only scale what is back-propagated)."""
 
     forget: float
     retain: float  # 0.0 without a retain term
@@ -275,6 +277,7 @@ class UnlearnRun:
             self._ref_logits,
             self.accum * self.world,
             self.hidden,
+            self.cfg.objective.loss_mean,
         )
         regularizer = None
         if self.regularizer:
@@ -286,12 +289,8 @@ class UnlearnRun:
             sums = self._backward_combined(batch, objective, regularizer)
         self.engine.step()
         totals = dist.all_reduce_sum(torch.tensor([sums.forget, sums.retain], dtype=torch.float64))
-        loss_f = float(totals[0]) / max(batch.forget_units, 1.0)
-        loss_r = (
-            float(totals[1]) / max(self._retain_units(self.regularizer, batch), 1.0)
-            if self.regularizer is not None
-            else None
-        )
+        loss_f = float(totals[0])
+        loss_r = float(totals[1]) if self.regularizer is not None else None
         for name, v in (("loss_forget", loss_f), ("loss_retain", loss_r)):
             if v is not None and not math.isfinite(v):
                 raise DivergedError(f"{name} is {v} at step {step + 1}")
@@ -306,7 +305,8 @@ class UnlearnRun:
     def _retain_loss(self, spec: RegularizerSpec, params: dict, coef: float, batch: StepBatch) -> LossFn:
         """coef x a retain-batch loss (the retain term, or the KL GRU's EMA reads) as a global-batch mean."""
         count = self._retain_units(spec, batch)
-        return regularizer_loss(spec, params, coef, count, self._ref_logits, self.accum * self.world, self.hidden)
+        n_micro, mean = self.accum * self.world, self.cfg.objective.loss_mean
+        return regularizer_loss(spec, params, coef, count, self._ref_logits, n_micro, self.hidden, mean)
 
     @staticmethod
     def _retain_units(spec: RegularizerSpec, batch: StepBatch) -> float:
@@ -322,10 +322,9 @@ class UnlearnRun:
         """gamma L_f (+ lambda L_reg) into the same gradient buffers: one reduction, nothing read."""
         parts = [(batch.objective, objective)] + ([(batch.retain, regularizer)] if regularizer is not None else [])
         stats = self.engine.accumulate(parts)
-        # The stats are the unscaled loss sums (gamma / lambda only scale what is back-propagated).
-        forget_sum, forget_metrics = reduce_stats(stats[0])
-        retain_sum = reduce_stats(stats[1])[0] if regularizer is not None else 0.0
-        return LossSums(forget_sum, retain_sum, forget_metrics)
+        # The stats are unscaled (gamma / lambda only scale what is back-propagated).
+        retain = mean_parts(stats[1]) if regularizer is not None else 0.0
+        return LossSums(mean_parts(stats[0]), retain, reduce_stats(stats[0])[1])
 
     def _backward_sharded(
         self, plan: StepPlan, batch: StepBatch, objective: LossFn, regularizer: LossFn | None, rec: dict
@@ -340,9 +339,9 @@ class UnlearnRun:
             # and written in place where DeepSpeed allows it (`LiveGrad`).
             last = i == len(backwards) - 1
             grads[name], stats = (self.engine.live_grad_of if last else self.engine.grad_of)(batches, loss_fn)
-            sums[name] = reduce_stats(stats)
-        forget_sum, forget_metrics = sums[OBJECTIVE]
-        retain_sum = sums[REGULARIZER][0] if regularizer is not None else 0.0
+            sums[name] = stats
+        forget_sum, forget_metrics = mean_parts(sums[OBJECTIVE]), reduce_stats(sums[OBJECTIVE])[1]
+        retain_sum = mean_parts(sums[REGULARIZER]) if regularizer is not None else 0.0
         grad_objective, grad_regularizer = grads[OBJECTIVE], grads.get(REGULARIZER)
         grad_retain_nll = grad_regularizer if plan.retain_nll_is_regularizer else grads.get(RETAIN_NLL)
         grad_ema = grad_regularizer if plan.ema_is_regularizer else grads.get(RETAIN_KL)
@@ -374,14 +373,18 @@ class UnlearnRun:
         if regularizer is not None:
             out.append((REGULARIZER, batch.retain, regularizer))
         if plan.needs_retain_nll and not plan.retain_nll_is_regularizer:
-            out.append((RETAIN_NLL, batch.retain, nll_loss(1.0, batch.retain_tokens)))
+            out.append((RETAIN_NLL, batch.retain, self._nll(batch.retain_tokens)))
         if plan.needs_retain_kl and not plan.ema_is_regularizer:  # the KL with objective.kl_positions
             kl = get_regularizer("kl")
             kl_params = kl.resolve({"positions": self.cfg.objective.kl_positions})
             out.append((RETAIN_KL, batch.retain, self._retain_loss(kl, kl_params, 1.0, batch)))
         if plan.geffect and not plan.risk_is_negative_loss:
-            out.append((FORGET_RISK, batch.forget, nll_loss(1.0, batch.forget_tokens)))
+            out.append((FORGET_RISK, batch.forget, self._nll(batch.forget_tokens)))
         return out
+
+    def _nll(self, count: float) -> LossFn:
+        """The answer-token NLL (GRU's retain gradient, the G-effect's risks) under the run's loss_mean."""
+        return nll_loss(1.0, count, self.accum * self.world, self.cfg.objective.loss_mean)
 
 
 def _save_model(run: UnlearnRun, out) -> None:

@@ -16,6 +16,10 @@ global batch at once (no ranks, no micro-batches, no DeepSpeed), with the model 
     G-effect: e_u = <grad R(D_f), grad L_f>, e_r = <grad R(D_r), grad L_f> per layer group (raw, no gamma)
 
 then the optimizer step (plain SGD, or AdamW with weight decay on >= 2-D parameters only, constant lr).
+
+With `objective.loss_mean: micro_batch` (open-unlearning's rule) every mean above (L_f, R, L_reg) is instead the
+mean over the global batch's micro-batches (contiguous slices of `engine.micro_batch_size` of its indices) of
+each one's own mean.
 """
 
 from __future__ import annotations
@@ -238,6 +242,13 @@ def reference_unlearn(cfg, steps: int, world: int, geffect: bool = False, adapt=
             eps=1e-8,
         )
 
+    def mean(loss_of, idx):
+        """loss_of(indices) over the global batch `idx`: one mean, or the mean of the micro-batches' means."""
+        if o.loss_mean == "global":
+            return loss_of(idx)
+        parts = [idx[i : i + micro] for i in range(0, len(idx), micro)]
+        return sum(loss_of(p) for p in parts) / len(parts)
+
     def grad(loss):
         return [x.detach() for x in torch.autograd.grad(loss, params, allow_unused=False)]
 
@@ -249,17 +260,23 @@ def reference_unlearn(cfg, steps: int, world: int, geffect: bool = False, adapt=
     for step in range(steps):
         f_idx, r_idx = fs.global_indices(step), rs.global_indices(step)
         rec = RefStep()
-        lp_f, m_f = answer_logprobs(model, forget, f_idx, pad)
-        ref = ref_seq[f_idx] if ref_seq is not None else None
-        refusal = (*answer_logprobs(model, refusals, f_idx, pad), refusal_ref_seq[f_idx]) if refusals else None
-        loss_f = forget_objective(o.name, lp_f, m_f, ref, beta, refusal)
+
+        def objective_of(idx):
+            lp_f, m_f = answer_logprobs(model, forget, idx, pad)
+            ref = ref_seq[idx] if ref_seq is not None else None
+            refusal = (*answer_logprobs(model, refusals, idx, pad), refusal_ref_seq[idx]) if refusals else None
+            return forget_objective(o.name, lp_f, m_f, ref, beta, refusal)
+
+        def nll_of(encoded):
+            return lambda idx: mean_nll(*answer_logprobs(model, encoded, idx, pad))
+
+        loss_f = mean(objective_of, f_idx)
         grad_obj = grad(loss_f)  # grad L_f (no gamma)
-        lp_r, m_r = answer_logprobs(model, retain, r_idx, pad)
-        loss_r = mean_nll(lp_r, m_r)
+        loss_r = mean(nll_of(retain), r_idx)
         g_r = grad(loss_r)
         rec.loss_forget, rec.loss_retain = float(loss_f.detach()), float(loss_r.detach())
         if geffect:
-            g_risk_f = grad(mean_nll(*answer_logprobs(model, forget, f_idx, pad)))
+            g_risk_f = grad(mean(nll_of(forget), f_idx))
             for n, gf, gr, go in zip([n for n, _ in named], g_risk_f, g_r, grad_obj, strict=True):
                 grp = group_of(n)
                 rec.geffect_u_groups[grp] = rec.geffect_u_groups.get(grp, 0.0) + float((gf * go).sum())
@@ -271,7 +288,7 @@ def reference_unlearn(cfg, steps: int, world: int, geffect: bool = False, adapt=
             g_u = [x + o.lambda_ * y for x, y in zip(g_u, g_r, strict=True)]
         if g.gru:
             c = g.gru_ema
-            e = grad(retain_kl_surrogate(model, theta_o, retain, r_idx, pad)) if ema_from_kl else g_r
+            e = grad(mean(lambda i: retain_kl_surrogate(model, theta_o, retain, i, pad), r_idx)) if ema_from_kl else g_r
             ema = [c * x for x in e] if ema is None else [c * x + (1 - c) * y for x, y in zip(e, ema, strict=True)]
             ip, nsq, usq = dot(g_u, ema), dot(ema, ema), dot(g_u, g_u)
             rec.gru_dot, rec.gru_projected = ip, ip < 0 and nsq > 0

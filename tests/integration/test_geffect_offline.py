@@ -88,9 +88,11 @@ def npo_run(tmp_path_factory) -> dict:
     return build_npo_run(tmp_path_factory.getbasetemp() / "geffect_offline_npo")
 
 
-def float64_reference(model_dir: Path, run_dir: Path, n: int, k: int) -> dict:
+def float64_reference(model_dir: Path, run_dir: Path, n: int, k: int, ema: float | None = None) -> dict:
     """e_u, e_r per group and per instance at theta_o, from scratch: float64 model, plain autograd, full
-    gradients. L_u = NPO (beta from the run config) with l_ref = l_theta (theta = theta_o at step 0)."""
+    gradients. L_u = NPO (beta from the run config) with l_ref = l_theta (theta = theta_o at step 0).
+    `ema`: the G-effect code's average instead of one mean: each gradient over consecutive chunks of the run's
+    micro batch, G = g_1, then G = (1 - ema) G + ema g_k, and the inner products of those."""
     from transformers import AutoModelForCausalLM
 
     from dsunlearn.config_io import load_config
@@ -136,6 +138,15 @@ def float64_reference(model_dir: Path, run_dir: Path, n: int, k: int) -> dict:
 
     forget, retain = enc[d.forget_split], enc[d.retain_split]
     g_u, g_rf, g_rr = grad(npo(forget)), grad(risk(forget)), grad(risk(retain))
+    if ema is not None:
+        m = cfg.engine.micro_batch_size
+        pairs = list(zip([forget[i : i + m] for i in range(0, n, m)], [retain[i : i + m] for i in range(0, n, m)],
+                         strict=True))  # fmt: skip
+        g_u, g_rf, g_rr = grad(npo(pairs[0][0])), grad(risk(pairs[0][0])), grad(risk(pairs[0][1]))
+        for f, r in pairs[1:]:
+            new = grad(npo(f)), grad(risk(f)), grad(risk(r))
+            g_u, g_rf, g_rr = ([(1 - ema) * a + ema * b for a, b in zip(old, x, strict=True)]
+                               for old, x in zip((g_u, g_rf, g_rr), new, strict=True))  # fmt: skip
     per = []
     for item in forget[:k]:
         a, b = grad(risk([item])), grad(npo([item]))
@@ -185,6 +196,26 @@ def test_step0_matches_float64_reference(npo_run):
 
 
 @pytest.mark.slow
+def test_ema_matches_float64_reference(npo_run, tmp_path):
+    """`--ema 0.4` (the G-effect code's ".6 * old + .4 * new" over the probe's micro-batches: 8 items = 2 chunks
+    of 4) against the same EMA of float64 chunk gradients, at step 0; and not the plain mean's numbers."""
+    out = tmp_path / "ema.json"
+    cli(["geffect", "--run", str(npo_run["run"]), "--probe-size", str(PROBE), "--ema", "0.4", "--output", str(out)])
+    res = json.loads(out.read_text())
+    assert res["probe"]["average"] == {"ema_new_weight": 0.4, "micro_batch": 4, "chunks": 2}
+    ref = float64_reference(npo_run["model"], npo_run["run"], PROBE, 0, ema=0.4)
+    s0 = res["checkpoints"][0]
+    for name, key in (("e_u", "geffect_u"), ("e_r", "geffect_r")):
+        assert close(s0[key], sum(ref[name].values()), 1e-5), (name, s0[key], sum(ref[name].values()))
+        for g, v in zip(res["groups"], s0[f"{key}_groups"], strict=True):
+            assert close(v, ref[name][g], 1e-5), (name, g, v, ref[name][g])
+    assert close(s0["grad_norm_objective"], ref["norm_u"], 1e-5)
+    plain = npo_run["result"]["checkpoints"][0]
+    assert not close(s0["geffect_r"], plain["geffect_r"], 1e-3)  # the average is another one
+    assert res["steps"] == [0, 2, 4]
+
+
+@pytest.mark.slow
 def test_same_numbers_twice(npo_run, tmp_path):
     again = geffect_cli(npo_run["run"], tmp_path / "again.json")
     assert again["checkpoints"] == npo_run["result"]["checkpoints"]
@@ -220,3 +251,7 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert main(["geffect", "--run", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "no saved weights" in err
+    for bad in ("0", "1.5", "nan"):
+        assert main(["geffect", "--run", str(tmp_path), "--ema", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "--ema" in err, err

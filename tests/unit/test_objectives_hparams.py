@@ -73,8 +73,8 @@ def test_a_key_the_objective_does_not_take_is_refused_naming_the_allowed_keys():
         (["objective.name=ga", "objective.beta=0.2"], "objective.beta: not a hyper-parameter of 'ga' (allowed: none)"),
         (
             ["objective.bta=1"],
-            "allowed here: name, gamma, lambda, retain_loss, kl_positions, alpha, beta, beta1, beta2, delta, eps, "
-            "layer, positions, steering_coeff, train_layers, train_params",
+            "allowed here: name, gamma, lambda, retain_loss, kl_positions, loss_mean, alpha, beta, beta1, beta2, "
+            "delta, eps, layer, positions, steering_coeff, train_layers, train_params",
         ),  # fmt: skip
         (["objective.params.beta=1"], "unknown config key 'objective.params'"),  # one spelling: objective.beta
     ]:
@@ -90,7 +90,8 @@ def test_a_key_the_objective_does_not_take_is_refused_naming_the_allowed_keys():
 
 def test_the_config_shows_the_effective_hyper_parameters(tmp_path):
     shown = config_to_dict(load_config("tiny_wtnpo", ["objective.beta=2.5"]))["objective"]
-    assert list(shown) == ["name", "gamma", "lambda", "retain_loss", "kl_positions", "alpha", "beta", "eps"]
+    assert list(shown) == ["name", "gamma", "lambda", "retain_loss", "kl_positions", "loss_mean", "alpha", "beta",
+                           "eps"]  # fmt: skip
     assert (shown["alpha"], shown["beta"], shown["eps"]) == (1.5, 2.5, 1e-5)
     old = tmp_path / "old.yaml"  # a config.yaml as written before: every objective's keys, null = default
     old.write_text("objective: {name: npo, beta: null, alpha: null, delta: null}\n")
