@@ -61,19 +61,21 @@ def _items(log: dict) -> int:
     return sum(len(log[s]["avg_gt_loss"]) for s in tofu_log.SPLITS)
 
 
-def bench_model(model_dir: Path, cfg, repeats: int, compare_log: bool) -> dict:
+def bench_model(model_dir: Path, cfg, repeats: int, compare_log: bool, modes: tuple[str, ...] = MODES) -> dict:
     from dsunlearn.eval.saved import load_saved
     from dsunlearn.suites.tofu import log as tofu_log
     from dsunlearn.suites.tofu import mia_log
     from dsunlearn.suites.tofu.evaluate import evaluate
 
     module, tokenizer = load_saved(model_dir, cfg.model)
-    evals = {m: dataclasses.replace(cfg.eval, length_batches=m == "length_batches") for m in MODES}
-    seconds: dict[str, list[float]] = {m: [] for m in MODES}
+    # item order alone runs on code from before eval.length_batches existed (a before/after of one machine)
+    evals = {m: dataclasses.replace(cfg.eval, length_batches=True) if m == "length_batches" else cfg.eval
+             for m in modes}  # fmt: skip
+    seconds: dict[str, list[float]] = {m: [] for m in modes}
     logs: dict[str, dict] = {}
     evaluate(module, tokenizer, cfg.data, cfg.eval)  # warm-up: imports, scorer, allocator
     for _ in range(repeats):
-        for mode in MODES:  # interleaved: drift of the machine falls on both modes alike
+        for mode in modes:  # interleaved: drift of the machine falls on both modes alike
             t0 = time.perf_counter()
             log = evaluate(module, tokenizer, cfg.data, evals[mode])
             seconds[mode].append(time.perf_counter() - t0)
@@ -82,14 +84,15 @@ def bench_model(model_dir: Path, cfg, repeats: int, compare_log: bool) -> dict:
             logs[mode] = log
     n = _items(logs["item_order"])
     row = {"model": str(model_dir), "items": n}
-    for mode in MODES:
+    for mode in modes:
         med = statistics.median(seconds[mode])
         row[f"{mode}_s"] = round(med, 3)
         row[f"{mode}_items_per_s"] = round(n / med, 1)
-    row["speedup"] = round(row["item_order_s"] / row["length_batches_s"], 3)
-    row["length_batches_max_abs_diff"], row["length_batches_texts_differ"] = _diff(
-        logs["item_order"], logs["length_batches"]
-    )
+    if "length_batches" in modes:
+        row["speedup"] = round(row["item_order_s"] / row["length_batches_s"], 3)
+        row["length_batches_max_abs_diff"], row["length_batches_texts_differ"] = _diff(
+            logs["item_order"], logs["length_batches"]
+        )
     if compare_log:
         saved_dir = model_dir.parent / "eval"
         saved = dict(tofu_log.load_log(saved_dir / tofu_log.AGGREGATED_FILE))
@@ -130,6 +133,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--compare-log", action="store_true", help="compare with the log saved beside each model")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "eval_throughput.md")
+    only = "only the default path (runs on code from before eval.length_batches: before/after)"
+    ap.add_argument("--item-order-only", action="store_true", help=only)
     args = ap.parse_args()
 
     from dsunlearn import dist
@@ -139,16 +144,17 @@ def main() -> None:
     cfg = load_config(args.config, ["run.output_dir=/tmp/bench_eval_unused"])
     rows = []
     for m in args.models:
-        rows.append(bench_model(m, cfg, args.repeats, args.compare_log))
+        rows.append(bench_model(m, cfg, args.repeats, args.compare_log, MODES[:1] if args.item_order_only else MODES))
         if dist.is_main():
             print(json.dumps(rows[-1]), flush=True)
     head = "| model | items | item order: items/s | length batches: items/s | speed-up | max abs diff | texts differ |"
     lines = [head, "|---|---|---|---|---|---|---|"]
     for r in rows:
+        lb = (f"{r['length_batches_items_per_s']} | {r['speedup']}x | {r['length_batches_max_abs_diff']:.2g} | "
+              f"{r['length_batches_texts_differ']}" if "speedup" in r else "- | - | - | -")  # fmt: skip
         lines.append(
-            f"| {Path(r['model']).parent.name} | {r['items']} | {r['item_order_items_per_s']} | "
-            f"{r['length_batches_items_per_s']} | {r['speedup']}x | {r['length_batches_max_abs_diff']:.2g} | "
-            f"{r['length_batches_texts_differ']} |" + (f" {r['vs_saved_log']} |" if "vs_saved_log" in r else "")
+            f"| {Path(r['model']).parent.name} | {r['items']} | {r['item_order_items_per_s']} | {lb} |"
+            + (f" {r['vs_saved_log']} |" if "vs_saved_log" in r else "")
         )
     if rows and "vs_saved_log" in rows[0]:
         lines[0] += " item order vs the saved log |"
