@@ -11,17 +11,17 @@ global-batch mean: checked too, so that the setting cannot silently be ignored.
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 import torch
+from distributed import test_unlearn_sharded as sharded
 from distributed.test_unlearn_sharded import STEPS, _overrides, _worker
 
-from helpers.conftest_model import ZERO3_PARTITIONED
-from helpers.reference_unlearn import max_abs_diff, reference_unlearn, tiny_model_dir
+from helpers.reference_unlearn import max_abs_diff, reference_unlearn
 from helpers.spawn import run_distributed
 
+env = sharded.env  # the same fixture: the tiny model with odd-sized biases and the partitioned ZeRO-3 config
 MICRO = ["objective.loss_mean=micro_batch"]
 SGD_ATOL = 1e-6
 
@@ -57,14 +57,6 @@ def _runs(env, world: int) -> dict:
     # the combined path (no geometry): npo's sequence unit and the retain NLL into the same buffers
     runs["npo_z2"] = (_overrides(env, "z2", "npo", "sgd", gru=False, micro=2, accum=accum) + MICRO, False)
     return runs
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("loss_mean")
-    z3 = root / "zero3_partitioned.json"
-    z3.write_text(json.dumps(ZERO3_PARTITIONED))
-    return {"model": tiny_model_dir(tmp_path_factory.getbasetemp() / "unlearn_tiny_model"), "z3": str(z3)}
 
 
 @pytest.fixture(scope="module")
