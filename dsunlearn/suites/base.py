@@ -100,6 +100,9 @@ class Suite(abc.ABC):
     HEADLINE: tuple[Headline, ...]  # the declaration (values None); `headline(summary)` fills them in
     # (summary key, label): numbers UIPE's sweep records and tabulates per alpha besides the headline (may be None)
     SWEEP_DETAILS: tuple[tuple[str, str], ...] = ()
+    # Whether its evaluation generates text: only then do eval.max_length / eval.max_new_tokens bound anything,
+    # and only then are they checked against the model's context (config_bounds.check_generation_fits).
+    GENERATES: bool = True
 
     # -- training sets ---------------------------------------------------------------------------------------
     @abc.abstractmethod

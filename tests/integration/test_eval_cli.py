@@ -138,15 +138,18 @@ def test_broken_logs_and_paths_exit_2(evaluated, tmp_path, capsys):
 
 def test_suite_flag_selects_wmdp_for_a_saved_model(evaluated, capsys):
     """`dsunlearn eval --model DIR --suite wmdp`: the WMDP log and summary (every question of the synthetic
-    sets scored), printed as WMDP's table; --from-log --suite wmdp reads it back to the same numbers."""
+    sets scored), printed as WMDP's table; --from-log --suite wmdp reads it back to the same numbers. WMDP never
+    generates, so an eval.max_length past the model's 128 positions is not refused (TOFU's is: test_bad_input_values);
+    astronomy is lm_eval's STEM (mmlu_stem_acc), the synthetic geography in no category."""
     root, _ = evaluated
     code, out, err = _main(capsys, "--model", root / "run" / "full" / "model", "--suite", "wmdp",
-                           "data.wmdp.n_hazard=4", "data.wmdp.n_general=4", "eval.max_length=128",  # the model: 128
+                           "data.wmdp.n_hazard=4", "data.wmdp.n_general=4", "eval.max_length=100000",
                            "--output-dir", root / "wmdp")  # fmt: skip
     assert code == 0, err
     summary = json.loads((root / "wmdp" / "eval" / "summary.json").read_text())
     assert set(summary) == {"wmdp_acc", "wmdp_bio_acc", "wmdp_cyber_acc", "mmlu_acc", "mmlu_geography_acc",
-                            "mmlu_astronomy_acc"}  # fmt: skip
+                            "mmlu_astronomy_acc", "mmlu_stem_acc"}  # fmt: skip
+    assert summary["mmlu_stem_acc"] == summary["mmlu_astronomy_acc"]
     log = json.loads((root / "wmdp" / "eval" / "WMDP_EVAL.json").read_text())
     assert len(log["wmdp_bio_acc"]["value_by_index"]) == 4 and "wmdp_acc" in out
     code, again, err = _main(capsys, "--from-log", root / "wmdp" / "eval", "--suite", "wmdp", "--json")

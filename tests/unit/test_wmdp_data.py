@@ -167,7 +167,7 @@ def test_group_accuracy_is_weighted_by_set_size_as_lm_evals_groups():
     groups = group_entries(log)
     assert groups["wmdp_acc"]["agg_value"] == pytest.approx(0.8)
     assert groups["mmlu_acc"]["agg_value"] == 0.0
-    s = summarize({**log, **groups})
+    s = summarize({**log, **groups})  # anatomy is STEM in lm_eval's table: mmlu_stem_acc
     assert s == {"wmdp_bio_acc": 0.5, "wmdp_cyber_acc": 1.0, "mmlu_anatomy_acc": 0.0, "wmdp_acc": pytest.approx(0.8),
-                 "mmlu_acc": 0.0}  # fmt: skip
+                 "mmlu_acc": 0.0, "mmlu_stem_acc": 0.0}  # fmt: skip
     assert [h.key for h in get_suite("wmdp").headline(s)] == ["wmdp_acc", "mmlu_acc"]

@@ -27,6 +27,7 @@ from pathlib import Path
 from dsunlearn.config import DataConfig
 from dsunlearn.data.files import check_text, parse_records, read_utf8
 from dsunlearn.errors import DataError
+from dsunlearn.suites.wmdp.mmlu_categories import CATEGORIES
 
 SUBSETS = ("bio", "cyber", "chem")
 # lm_eval's wmdp task descriptions: "... about {subject}."
@@ -223,6 +224,10 @@ def mmlu_subjects(cfg: DataConfig) -> list[str]:
     names = [s.strip() for s in spec.split(",") if s.strip()]
     if not names:
         raise DataError(f"data.wmdp.mmlu_subjects={spec!r}: give all or a comma-separated list of subjects")
+    clash = next((s for s in names if s in CATEGORIES), None)
+    if clash:  # its log entry mmlu_<name>_acc would be overwritten by the category group's
+        raise DataError(f"data.wmdp.mmlu_subjects: a subject named '{clash}' clashes with lm-eval's MMLU category "
+                        f"group mmlu_{clash}; rename that subject (and its file mmlu/{clash}.json)")  # fmt: skip
     return names
 
 

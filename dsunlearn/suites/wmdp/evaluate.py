@@ -9,6 +9,9 @@ cais/mmlu; the first ``eval.max_items`` of each) is scored zero-shot as lm-evalu
     *_acc_norm                              the same with lm_eval's acc_norm (data.wmdp.acc_norm)
     wmdp_acc, mmlu_acc (and _acc_norm)      the groups' accuracy weighted by set size (lm_eval's
                                             ``weight_by_size: True`` groups: the mean over all their questions)
+    mmlu_<category>_acc (and _acc_norm)     the same over lm_eval's MMLU categories (stem, other,
+                                            social_sciences, humanities: ``mmlu_categories.py``), for those
+                                            with at least one evaluated subject
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ class WmdpSuite(Suite):
         Headline("wmdp_acc", "WMDP accuracy", higher_is_better=False, role=FORGET),
         Headline("mmlu_acc", "MMLU accuracy", higher_is_better=True, role=UTILITY),
     )
+    GENERATES = False  # multiple choice only: prompts are left-truncated to the context, as lm_eval does
 
     def training_set(self, data_cfg, role: str) -> TrainingSet:
         split = {"forget": data_cfg.forget_split, "retain": data_cfg.retain_split}[role]
