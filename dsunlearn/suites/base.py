@@ -171,3 +171,43 @@ class Suite(abc.ABC):
     def headline(self, summary: Mapping[str, float]) -> tuple[Headline, ...]:
         """The headline numbers of `summary` (value None where it lacks one, e.g. no retain log)."""
         return tuple(dataclasses.replace(h, value=summary.get(h.key)) for h in self.HEADLINE)
+
+
+class SingleLogSuite(Suite):
+    """A suite whose evaluation writes one log in open-unlearning's layout (``eval/metric_log.py``), named
+    `LOG_FILE`, next to ``summary.json`` (MUSE, WMDP); its logs are read back from that file or its directory."""
+
+    LOG_FILE: str  # "MUSE_EVAL.json": open-unlearning's <benchmark>_EVAL.json
+
+    def eval_files(self) -> tuple[str, ...]:
+        return (self.LOG_FILE, SUMMARY_FILE)
+
+    def load_log(self, path: str | os.PathLike[str], forget_only: bool = False) -> dict:
+        """The log at `path`: the log file, or a directory holding one (an ``eval/`` dir, open-unlearning's output
+        dir); checked (`metric_log.load`). `forget_only` changes nothing: the whole log is the reference."""
+        from pathlib import Path
+
+        from dsunlearn.eval import metric_log
+
+        p = Path(path)
+        return metric_log.load(p / self.LOG_FILE if p.is_dir() else p)
+
+
+def write_log_and_summary(
+    out_dir: str | os.PathLike[str], log_file: str, log: Mapping[str, Any], summary: dict[str, float]
+) -> dict[str, float]:
+    """The tail of a one-log suite's `write_eval` (MUSE, WMDP): rank 0 writes `log` (open-unlearning's layout,
+    ``eval/metric_log.py``) as ``<out_dir>/eval/<log_file>`` and `summary` as ``<out_dir>/eval/summary.json``,
+    each atomically; every rank waits for that (a barrier) and returns `summary`. Everything that can fail on
+    bad input (the summary, a reference log) is computed by the caller before, so nothing is half-written."""
+    from dsunlearn import dist
+    from dsunlearn.eval import metric_log
+    from dsunlearn.fsutil import atomic_write_json
+    from dsunlearn.run_layout import RunDir
+
+    if dist.is_main():
+        where = RunDir(out_dir).eval
+        metric_log.save(where / log_file, log)
+        atomic_write_json(where / SUMMARY_FILE, summary)
+    dist.barrier()
+    return summary

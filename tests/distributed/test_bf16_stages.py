@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import pytest
 
+from helpers.conftest_model import SHARDED_DATA
 from helpers.reference_unlearn import reference_unlearn, tiny_model_dir
 from helpers.spawn import run_distributed
 
@@ -37,11 +38,7 @@ CASES = {f"fast_z{s}": (s, False) for s in (0, 1, 2, 3)} | {f"gru_z{s}": (s, Tru
 def _overrides(model: str, stage: int, gru: bool) -> list[str]:
     return [
         f"model.name_or_path={model}",
-        "data.forget_split=forget10",
-        "data.max_length=64",
-        "data.synthetic.n_authors=10",
-        "data.synthetic.n_world_facts=4",
-        "data.synthetic.n_real_authors=2",
+        *SHARDED_DATA,
         f"engine.max_steps={STEPS}",
         "engine.micro_batch_size=2",
         "engine.global_batch_size=8",

@@ -15,14 +15,13 @@ and reproduces the run's model; the merged model == W + s B A from the saved ada
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers.conftest_model import ZERO3_PARTITIONED
+from helpers.conftest_model import SHARDED_DATA, write_zero3_config
 from helpers.reference_unlearn import reference_unlearn, tiny_model_dir
 from helpers.spawn import run_distributed
 
@@ -40,11 +39,7 @@ def _overrides(model, stage: str, z3_json: str, out: str, micro=4, accum=1):
         f"model.adapter.r={R}",
         f"model.adapter.alpha={ALPHA}",
         f"model.adapter.target_modules=[{','.join(TARGETS)}]",
-        "data.forget_split=forget10",
-        "data.max_length=64",
-        "data.synthetic.n_authors=10",
-        "data.synthetic.n_world_facts=4",
-        "data.synthetic.n_real_authors=2",
+        *SHARDED_DATA,
         f"engine.max_steps={STEPS}",
         "eval.at_end=false",
         f"engine.micro_batch_size={micro}",
@@ -157,10 +152,9 @@ def _ref_name(n: str) -> str:  # model.layers.0.self_attn.q_proj.A -> peft's nam
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("lora")
-    z3 = root / "z3.json"
-    z3.write_text(json.dumps(ZERO3_PARTITIONED))
+    z3 = write_zero3_config(root / "z3.json")
     model = tiny_model_dir(tmp_path_factory.getbasetemp() / "unlearn_tiny_model")
-    return {"model": model, "z3": str(z3), "root": root}
+    return {"model": model, "z3": z3, "root": root}
 
 
 PROBE = [[1, 5, 9, 33, 70, 2, 11, 4]]

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from helpers.spawn import run_distributed
+from helpers.suite_eval import plain_and_zero3_logs, save_model, tiny_suite_model
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]  # two spawns + ZeRO-3 on gloo
 
@@ -17,49 +18,19 @@ OVERRIDES = ["data.suite=muse", "data.muse.n_forget=3", "data.muse.n_retain=3", 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A tiny Llama trained for a few steps on the synthetic MUSE documents (varied generations), saved as HF."""
-    from dsunlearn.config import TinyModelConfig
-    from dsunlearn.config_io import load_config
     from dsunlearn.data.collate import pad_batch
-    from dsunlearn.models.tiny import build_tiny_model, train_tokenizer
     from dsunlearn.suites import get_suite
 
-    cfg = load_config(None, OVERRIDES)
-    suite = get_suite("muse")
-    tok = train_tokenizer(suite.corpus(cfg.data), 400, 256)
-    tiny = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_position_embeddings=256)
+    cfg, tok, model = tiny_suite_model("muse", OVERRIDES)
     torch.manual_seed(0)
-    model = build_tiny_model(tiny, tok, seed=0)
-    windows = suite.finetune_set(cfg.data, "full").encode(tok, cfg.data)
+    windows = get_suite("muse").finetune_set(cfg.data, "full").encode(tok, cfg.data)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for step in range(60):
         batch = pad_batch([windows[(2 * step + j) % len(windows)] for j in range(2)], tok.pad_token_id)
         model(**batch).loss.backward()
         opt.step()
         opt.zero_grad()
-    path = tmp_path_factory.mktemp("muse_model")
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
-
-
-def _evaluate(model_dir):
-    import deepspeed
-
-    from dsunlearn.config_io import load_config
-    from dsunlearn.engine.partitioning import module_is_partitioned
-    from dsunlearn.models.load import load_causal_lm, load_tokenizer
-    from dsunlearn.suites import get_suite
-
-    cfg = load_config(None, OVERRIDES)
-    suite, tok = get_suite("muse"), load_tokenizer(model_dir)
-    plain = suite.evaluate(load_causal_lm(model_dir), tok, cfg.data, cfg.eval)
-    model = load_causal_lm(model_dir)
-    ds_cfg = {"train_micro_batch_size_per_gpu": 1, "zero_allow_untested_optimizer": True, "gradient_clipping": 0.0,
-              "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0}}  # fmt: skip
-    engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), config=ds_cfg)
-    assert module_is_partitioned(engine.module)
-    zero3 = suite.evaluate(engine.module, tok, cfg.data, cfg.eval)
-    return plain, zero3
+    return save_model(model, tok, tmp_path_factory.mktemp("muse_model"))
 
 
 def _numbers(log):
@@ -88,8 +59,8 @@ def _check(a, b, atol):
 
 
 def test_one_rank_equals_two_ranks_plain_and_zero3(model_dir):
-    (one,) = run_distributed(_evaluate, 1, model_dir)
-    two = run_distributed(_evaluate, 2, model_dir)
+    (one,) = run_distributed(plain_and_zero3_logs, 1, "muse", OVERRIDES, model_dir)
+    two = run_distributed(plain_and_zero3_logs, 2, "muse", OVERRIDES, model_dir)
     assert two[0] == two[1]  # every rank gets the whole log
     (plain1, zero3_1), (plain2, zero3_2) = one, two[0]
     assert plain1 == plain2  # same global batches, same padding: the same floats and texts

@@ -14,11 +14,9 @@ and retain sets, SGD, non-trivial gamma and lambda. The reference (`helpers/refe
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from helpers.conftest_model import ZERO3_PARTITIONED
+from helpers.conftest_model import SHARDED_DATA, write_zero3_config
 from helpers.reference_rmu import reference_rmu, tiny_deep_model_dir
 from helpers.spawn import run_distributed
 
@@ -31,11 +29,7 @@ SUBSET = ["model.layers.1.mlp.down_proj.weight", "model.layers.2.mlp.down_proj.w
 def _overrides(env, *, gru: bool, accum: int = 1) -> list[str]:
     return [
         f"model.name_or_path={env['model']}",
-        "data.forget_split=forget10",
-        "data.max_length=64",
-        "data.synthetic.n_authors=10",
-        "data.synthetic.n_world_facts=4",
-        "data.synthetic.n_real_authors=2",
+        *SHARDED_DATA,
         f"engine.max_steps={STEPS}",
         "eval.at_end=false",
         "engine.micro_batch_size=4",
@@ -91,9 +85,8 @@ def _worker(runs: dict) -> dict:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("rmu_sharded")
-    z3 = root / "zero3_partitioned.json"
-    z3.write_text(json.dumps(ZERO3_PARTITIONED))
-    return {"model": tiny_deep_model_dir(root / "model4"), "z3": str(z3)}
+    z3 = write_zero3_config(root / "zero3_partitioned.json")
+    return {"model": tiny_deep_model_dir(root / "model4"), "z3": z3}
 
 
 @pytest.fixture(scope="module")

@@ -27,12 +27,11 @@ The model has odd-sized MLP biases (63): ZeRO-3 pads the last partition, ZeRO-1/
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 
-from helpers.conftest_model import ZERO3_PARTITIONED  # every parameter partitioned (threshold 0)
+from helpers.conftest_model import SHARDED_DATA, write_zero3_config  # ZeRO-3: every parameter partitioned
 from helpers.reference_unlearn import max_abs_diff, reference_unlearn, tiny_model_dir
 from helpers.spawn import run_distributed
 
@@ -52,11 +51,7 @@ SGD_ATOL = 1e-6
 def _overrides(env, stage, objective, optimizer, *, gru=True, geffect=0, micro=4, accum=1):
     ov = [
         f"model.name_or_path={env['model']}",
-        "data.forget_split=forget10",
-        "data.max_length=64",
-        "data.synthetic.n_authors=10",  # forget10 = 1 author = 10 items, retain90 = 90 items
-        "data.synthetic.n_world_facts=4",
-        "data.synthetic.n_real_authors=2",
+        *SHARDED_DATA,
         f"engine.max_steps={STEPS}",
         "eval.at_end=false",  # the loop's numbers only (the shipped config's retain log is not there)
         f"engine.micro_batch_size={micro}",
@@ -153,10 +148,9 @@ def _worker(runs: dict) -> dict:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("unlearn_sharded")
-    z3 = root / "zero3_partitioned.json"
-    z3.write_text(json.dumps(ZERO3_PARTITIONED))
+    z3 = write_zero3_config(root / "zero3_partitioned.json")
     model = tiny_model_dir(tmp_path_factory.getbasetemp() / "unlearn_tiny_model")
-    return {"model": model, "z3": str(z3)}
+    return {"model": model, "z3": z3}
 
 
 @pytest.fixture(scope="module")

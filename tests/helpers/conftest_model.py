@@ -35,6 +35,24 @@ ZERO3_PARTITIONED = {
     "bf16": {"enabled": False},
 }
 
+# The sharded-unlearning tests' data (tests/distributed: unlearn_sharded, lora, rmu_sharded, bf16_stages):
+# 10 synthetic authors, so forget10 = 1 author = 10 items and retain90 = 90 items, sequences of <= 64 tokens.
+SHARDED_DATA = [
+    "data.forget_split=forget10",
+    "data.max_length=64",
+    "data.synthetic.n_authors=10",
+    "data.synthetic.n_world_facts=4",
+    "data.synthetic.n_real_authors=2",
+]
+
+
+def write_zero3_config(path: Path) -> str:
+    """ZERO3_PARTITIONED written as a DeepSpeed JSON at `path` (for `engine.ds_config`); the path as a string."""
+    import json
+
+    path.write_text(json.dumps(ZERO3_PARTITIONED))
+    return str(path)
+
 
 def build_tiny_model(path: Path) -> Path:
     """The tiny model with its tokenizer trained on the default (40-author) synthetic corpus."""
@@ -52,10 +70,8 @@ def tiny_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def zero3_config(tmp_path_factory) -> Path:
-    import json
-
     p = tmp_path_factory.mktemp("ds") / "zero3_partitioned.json"
-    p.write_text(json.dumps(ZERO3_PARTITIONED))
+    write_zero3_config(p)
     return p
 
 

@@ -21,46 +21,16 @@ import re
 
 import torch
 
+from helpers.reference_unlearn import tiny_model_dir
+
 IGNORE = -100
 
 
 def tiny_deep_model_dir(path, layers: int = 4, seed: int = 0) -> str:
     """A tiny tied-embedding Llama with `layers` decoder layers and MLP biases (so that the pattern
-    mlp.down_proj.weight leaves down_proj.bias frozen), with its locally trained tokenizer, saved once."""
-    from pathlib import Path
-
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from dsunlearn.models.tiny import train_tokenizer
-    from dsunlearn.suites.tofu import synthetic
-
-    path = Path(path)
-    if (path / "model.safetensors").is_file():
-        return str(path)
-    tok = train_tokenizer(list(synthetic.corpus(synthetic.generate(seed=0))), vocab_size=400, max_length=128)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=63,
-        mlp_bias=True,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=128,
-        tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        attention_dropout=0.0,
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
-    tmp = path.with_name(path.name + ".tmp")
-    model.save_pretrained(str(tmp))
-    tok.save_pretrained(str(tmp))
-    tmp.rename(path)
-    return str(path)
+    mlp.down_proj.weight leaves down_proj.bias frozen), with its locally trained tokenizer, saved once:
+    `reference_unlearn.tiny_model_dir`'s model, deeper."""
+    return tiny_model_dir(path, seed=seed, layers=layers)
 
 
 def direction(d: int, seed: int) -> torch.Tensor:

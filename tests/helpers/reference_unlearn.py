@@ -35,11 +35,11 @@ IGNORE = -100
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
 
 
-def tiny_model_dir(path, seed: int = 0) -> str:
+def tiny_model_dir(path, seed: int = 0, layers: int = 2) -> str:
     """Build and save (once) a tiny tied-embedding Llama + its locally trained tokenizer in `path`.
 
-    As `dsunlearn.models.tiny.build_tiny_model` (hidden 32, 2 layers) but with MLP biases of odd size 63: ZeRO-3
-    pads their last partition and ZeRO-1/2 partition boundaries fall inside parameters.
+    As `dsunlearn.models.tiny.build_tiny_model` (hidden 32, `layers` decoder layers) but with MLP biases of odd
+    size 63: ZeRO-3 pads their last partition and ZeRO-1/2 partition boundaries fall inside parameters.
     """
     from pathlib import Path
 
@@ -57,7 +57,7 @@ def tiny_model_dir(path, seed: int = 0) -> str:
         hidden_size=32,
         intermediate_size=63,
         mlp_bias=True,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=4,
         max_position_embeddings=128,

@@ -26,13 +26,13 @@ Training sets are DOCUMENTS (``data/documents.py``): forget = ``raw/<forget_spli
 
 from __future__ import annotations
 
-import copy
 from functools import lru_cache
 from pathlib import Path
 
 from dsunlearn.config import DataConfig
 from dsunlearn.data.files import check_text, parse_records, read_utf8
 from dsunlearn.errors import DataError
+from dsunlearn.suites.synthetic_sets import synthetic_set
 
 FIELDS: dict[str, tuple[str, ...]] = {"raw": ("text",), "privleak": ("text",), "verbmem": ("prompt", "gt"),
                                       "knowmem": ("question", "answer"), "scal": ("text",),
@@ -127,10 +127,7 @@ def load(cfg: DataConfig, name: str) -> list[dict]:
     if config not in FIELDS or name.count("/") != 1:
         raise DataError(f"'{name}' is not a MUSE set; sets are <config>/<split> with config in {', '.join(FIELDS)}")
     if cfg.source == "synthetic":
-        sets = synthetic_sets(cfg)
-        if name not in sets:
-            raise DataError(f"the synthetic MUSE corpus has no set '{name}'; available: {', '.join(sorted(sets))}")
-        items, where = copy.deepcopy(sets[name]), "synthetic data"
+        items, where = synthetic_set(synthetic_sets(cfg), name, "the synthetic MUSE corpus has no set")
     elif cfg.source == "local":
         items, file = _read_local(cfg, name)
         where = str(file)

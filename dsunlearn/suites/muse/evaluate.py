@@ -33,7 +33,6 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from dsunlearn import dist
 from dsunlearn.config import DataConfig, EvalConfig
 from dsunlearn.data.collate import IGNORE, Encoded, pad_id_of
 from dsunlearn.data.sharding import eval_order
@@ -172,16 +171,8 @@ def write_eval(out_dir: str | os.PathLike[str], log: Mapping[str, Any], retain_l
     """`log` (PrivLeak and ``mia_reference`` against `retain_log` where given: `with_reference`) and its summary
     into ``<out_dir>/eval/`` (rank 0, atomically); every rank returns the summary. Errors (the two logs' MIA
     items differ) are raised before anything is written."""
-    from dsunlearn.fsutil import atomic_write_json
-    from dsunlearn.run_layout import RunDir
-    from dsunlearn.suites.base import SUMMARY_FILE
+    from dsunlearn.suites.base import write_log_and_summary
     from dsunlearn.suites.muse.summary import summarize
 
     log = with_reference(log, retain_log)
-    summary = summarize(log)
-    if dist.is_main():
-        where = RunDir(out_dir).eval
-        metric_log.save(where / LOG_FILE, log)
-        atomic_write_json(where / SUMMARY_FILE, summary)
-    dist.barrier()
-    return summary
+    return write_log_and_summary(out_dir, LOG_FILE, log, summarize(log))

@@ -6,23 +6,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from dsunlearn.errors import DataError
-from dsunlearn.eval import metric_log
-from dsunlearn.suites.base import DOCUMENTS, FORGET, SUMMARY_FILE, UTILITY, Headline, Suite, TrainingSet
+from dsunlearn.suites.base import DOCUMENTS, FORGET, UTILITY, Headline, SingleLogSuite, TrainingSet
 from dsunlearn.suites.muse import data, summary
 from dsunlearn.suites.muse.metrics import LOG_FILE
 
 
-def _log_path(path: str | os.PathLike[str]) -> Path:
-    """A MUSE log file, or the directory holding one (an ``eval/`` dir, open-unlearning's output dir)."""
-    p = Path(path)
-    return p / LOG_FILE if p.is_dir() else p
-
-
-class MuseSuite(Suite):
+class MuseSuite(SingleLogSuite):
     """MUSE (Shi et al. 2024): unlearn news articles (News) or books (Books) a model was trained on."""
 
     NAME = "muse"
@@ -35,6 +27,7 @@ class MuseSuite(Suite):
         Headline("knowmem_r", "KnowMem retain", higher_is_better=True, role=UTILITY),
     )
     SWEEP_DETAILS = (("privleak", "PrivLeak (%)"),)  # None without a reference AUC (no retain log, no auc_retrain)
+    LOG_FILE = LOG_FILE  # MUSE_EVAL.json (ours or open-unlearning's), next to summary.json
 
     def training_set(self, data_cfg, role: str) -> TrainingSet:
         name = data.training_set_name({"forget": data_cfg.forget_split, "retain": data_cfg.retain_split}[role])
@@ -90,12 +83,6 @@ class MuseSuite(Suite):
 
         ref = self.load_log(retain_log) if isinstance(retain_log, (str, os.PathLike)) else retain_log
         return write_eval(out_dir, log, ref)
-
-    def eval_files(self) -> tuple[str, ...]:
-        return (LOG_FILE, SUMMARY_FILE)
-
-    def load_log(self, path: str | os.PathLike[str], forget_only: bool = False) -> dict:
-        return metric_log.load(_log_path(path))
 
     def summarize(self, log: Any, retain_log: Any = None) -> dict[str, float]:
         from dsunlearn.suites.muse.privleak import with_reference

@@ -7,7 +7,6 @@ the split, item index and field named, not hours later inside a data loader.
 
 from __future__ import annotations
 
-import copy
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 from dsunlearn.config import DataConfig
 from dsunlearn.data.files import check_text, parse_records, read_utf8
 from dsunlearn.errors import DataError
+from dsunlearn.suites.synthetic_sets import synthetic_set
 
 # The configs of the hub dataset (https://huggingface.co/datasets/locuslab/TOFU).
 HUB_SPLITS = (
@@ -146,10 +146,7 @@ def validate_items(items: list, split: str, where: str) -> list[dict]:
 def load_split(cfg: DataConfig, split: str) -> list[dict]:
     """One TOFU split as a list of validated dicts, from the configured source."""
     if cfg.source == "synthetic":
-        splits = synthetic_splits(cfg)
-        if split not in splits:
-            raise DataError(f"the synthetic data has no split '{split}'; available: {', '.join(sorted(splits))}")
-        items, where = copy.deepcopy(splits[split]), "synthetic data"
+        items, where = synthetic_set(synthetic_splits(cfg), split, "the synthetic data has no split")
     elif cfg.source == "local":
         path = Path(cfg.path or "")
         if not path.is_dir():

@@ -20,13 +20,13 @@ strings). A forget or retain split joins sets with "+" (``bio-forget+cyber-forge
 
 from __future__ import annotations
 
-import copy
 from functools import lru_cache
 from pathlib import Path
 
 from dsunlearn.config import DataConfig
 from dsunlearn.data.files import check_text, parse_records, read_utf8
 from dsunlearn.errors import DataError
+from dsunlearn.suites.synthetic_sets import synthetic_set
 from dsunlearn.suites.wmdp.mmlu_categories import CATEGORIES
 
 SUBSETS = ("bio", "cyber", "chem")
@@ -176,10 +176,7 @@ def load(cfg: DataConfig, name: str) -> list[dict]:
     """One set from the configured source, validated."""
     _check_name(name)
     if cfg.source == "synthetic":
-        sets = synthetic_sets(cfg)
-        if name not in sets:
-            raise DataError(f"the synthetic WMDP set has no '{name}'; available: {', '.join(sorted(sets))}")
-        items, where = copy.deepcopy(sets[name]), "synthetic data"
+        items, where = synthetic_set(synthetic_sets(cfg), name, "the synthetic WMDP set has no")
     elif cfg.source == "local":
         items, where = _read_local(cfg, name)
     else:

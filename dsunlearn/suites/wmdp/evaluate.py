@@ -20,7 +20,6 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from dsunlearn import dist
 from dsunlearn.config import DataConfig, EvalConfig
 from dsunlearn.eval import metric_log
 from dsunlearn.eval.multiple_choice import LETTERS, choice_loglikelihoods, encode_pair, mc_prompt, predictions
@@ -69,18 +68,10 @@ def evaluate(module, tokenizer, data_cfg: DataConfig, eval_cfg: EvalConfig) -> d
 
 def write_eval(out_dir: str | os.PathLike[str], log: Mapping[str, Any]) -> dict:
     """`log` and its summary into ``<out_dir>/eval/`` (rank 0, atomically); every rank returns the summary."""
-    from dsunlearn.fsutil import atomic_write_json
-    from dsunlearn.run_layout import RunDir
-    from dsunlearn.suites.base import SUMMARY_FILE
+    from dsunlearn.suites.base import write_log_and_summary
     from dsunlearn.suites.wmdp.summary import summarize
 
-    summary = summarize(log)
-    if dist.is_main():
-        where = RunDir(out_dir).eval
-        metric_log.save(where / LOG_FILE, log)
-        atomic_write_json(where / SUMMARY_FILE, summary)
-    dist.barrier()
-    return summary
+    return write_log_and_summary(out_dir, LOG_FILE, log, summarize(log))
 
 
 __all__ = ["GROUPS", "check_inputs", "eval_sets", "evaluate", "write_eval"]

@@ -5,22 +5,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from dsunlearn.eval import metric_log
 from dsunlearn.eval.multiple_choice import LETTERS, mc_prompt
-from dsunlearn.suites.base import DOCUMENTS, FORGET, SUMMARY_FILE, UTILITY, Headline, Suite, TrainingSet
+from dsunlearn.suites.base import DOCUMENTS, FORGET, UTILITY, Headline, SingleLogSuite, TrainingSet
 from dsunlearn.suites.wmdp import data, summary
 from dsunlearn.suites.wmdp.metrics import LOG_FILE
 
 
-def _log_path(path: str | os.PathLike[str]) -> Path:
-    p = Path(path)
-    return p / LOG_FILE if p.is_dir() else p
-
-
-class WmdpSuite(Suite):
+class WmdpSuite(SingleLogSuite):
     """WMDP (Li et al. 2024): unlearn hazardous bio / cyber knowledge, keep general knowledge (MMLU)."""
 
     NAME = "wmdp"
@@ -30,6 +23,7 @@ class WmdpSuite(Suite):
         Headline("mmlu_acc", "MMLU accuracy", higher_is_better=True, role=UTILITY),
     )
     GENERATES = False  # multiple choice only: prompts are left-truncated to the context, as lm_eval does
+    LOG_FILE = LOG_FILE  # WMDP_EVAL.json, next to summary.json
 
     def training_set(self, data_cfg, role: str) -> TrainingSet:
         split = {"forget": data_cfg.forget_split, "retain": data_cfg.retain_split}[role]
@@ -74,12 +68,6 @@ class WmdpSuite(Suite):
         from dsunlearn.suites.wmdp.evaluate import write_eval
 
         return write_eval(out_dir, log)
-
-    def eval_files(self) -> tuple[str, ...]:
-        return (LOG_FILE, SUMMARY_FILE)
-
-    def load_log(self, path: str | os.PathLike[str], forget_only: bool = False) -> dict:
-        return metric_log.load(_log_path(path))
 
     def summarize(self, log: Any, retain_log: Any = None) -> dict[str, float]:
         return summary.summarize(log)
