@@ -84,7 +84,7 @@ def evaluate_model(inputs: EvalInputs) -> EvalResult:
     retain_path = inputs.retain_log or cfg.eval.retain_log
     key = "--retain-log" if inputs.retain_log else "eval.retain_log"
     retain = suite.check_retain_log(retain_path, cfg, key) if retain_path else None
-    if suite.GENERATES:  # WMDP scores choices and never generates: its eval.max_length is unused
+    if suite.USES_GENERATION_CAPS:  # WMDP scores choices and never generates: its eval.max_length is unused
         check_generation_fits(cfg.eval, model_positions(model_dir), f"'{model_dir}'")
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under a launcher; one process needs no process group

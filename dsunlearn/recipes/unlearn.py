@@ -201,7 +201,8 @@ class UnlearnRun:
         check_before_remote_code(name, cfg.model.trust_remote_code)
         tokenizer = load_tokenizer(cfg.model.tokenizer or name, cfg.model.trust_remote_code)
         evaluates = cfg.eval.at_end or cfg.eval.every_steps
-        if evaluates and self.suite.GENERATES:  # the model path is valid now: its config.json bounds generation
+        # the model path is valid now: its config.json bounds generation
+        if evaluates and self.suite.USES_GENERATION_CAPS:
             check_generation_fits(cfg.eval, model_positions(local_model_dir(name)), f"model.name_or_path '{name}'")
         retain_log = cfg.eval.retain_log if evaluates else None
         self.retain_log = self.suite.check_retain_log(retain_log, cfg) if retain_log else None

@@ -100,9 +100,10 @@ class Suite(abc.ABC):
     HEADLINE: tuple[Headline, ...]  # the declaration (values None); `headline(summary)` fills them in
     # (summary key, label): numbers UIPE's sweep records and tabulates per alpha besides the headline (may be None)
     SWEEP_DETAILS: tuple[tuple[str, str], ...] = ()
-    # Whether its evaluation generates text: only then do eval.max_length / eval.max_new_tokens bound anything,
-    # and only then are they checked against the model's context (config_bounds.check_generation_fits).
-    GENERATES: bool = True
+    # Whether its evaluation generates under eval.max_length / eval.max_new_tokens: only then are those checked
+    # against the model's context (config_bounds.check_generation_fits). WMDP never generates; MUSE generates
+    # under its own caps (data.muse.*_max_new_tokens), checked prompt by prompt in its check_eval_inputs.
+    USES_GENERATION_CAPS: bool = True
 
     # -- training sets ---------------------------------------------------------------------------------------
     @abc.abstractmethod

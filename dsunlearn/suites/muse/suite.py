@@ -27,6 +27,9 @@ class MuseSuite(SingleLogSuite):
         Headline("knowmem_r", "KnowMem retain", higher_is_better=True, role=UTILITY),
     )
     SWEEP_DETAILS = (("privleak", "PrivLeak (%)"),)  # None without a reference AUC (no retain log, no auc_retrain)
+    # Its generations stop at data.muse.verbmem/knowmem_max_new_tokens, checked against the context prompt by prompt
+    # (check_eval_inputs); eval.max_length / eval.max_new_tokens are not read, so not checked either.
+    USES_GENERATION_CAPS = False
     LOG_FILE = LOG_FILE  # MUSE_EVAL.json (ours or open-unlearning's), next to summary.json
 
     def training_set(self, data_cfg, role: str) -> TrainingSet:

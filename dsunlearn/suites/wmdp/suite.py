@@ -22,7 +22,7 @@ class WmdpSuite(SingleLogSuite):
         Headline("wmdp_acc", "WMDP accuracy", higher_is_better=False, role=FORGET),
         Headline("mmlu_acc", "MMLU accuracy", higher_is_better=True, role=UTILITY),
     )
-    GENERATES = False  # multiple choice only: prompts are left-truncated to the context, as lm_eval does
+    USES_GENERATION_CAPS = False  # multiple choice only: prompts are left-truncated to the context, as lm_eval does
     LOG_FILE = LOG_FILE  # WMDP_EVAL.json, next to summary.json
 
     def training_set(self, data_cfg, role: str) -> TrainingSet:
