@@ -434,6 +434,33 @@ def selected_cases(request) -> list[str]:
     ]
 
 
+def root_cases(root: Path, cases: dict, selected: list[str], env_of=lambda c: cli_env()):
+    """The generator body of a module's `outcomes` fixture whose cases all run in `root` (two at a time):
+    yields (root, snapshot of root before, {case id: (Case, Future of the CompletedProcess)})."""
+    before = snapshot(root)
+    pool = ThreadPoolExecutor(max_workers=2)
+    futures = {name: pool.submit(cli, *cases[name].argv, cwd=root, env=env_of(cases[name])) for name in selected}
+    yield root, before, {name: (cases[name], futures[name]) for name in selected}
+    pool.shutdown(cancel_futures=True)
+
+
+def assert_refused_in_root(case: str, outcomes) -> None:
+    """`case` of `root_cases` outcomes: one error line with its words, no `<root>/out/<case>` left behind."""
+    root, _, by_case = outcomes
+    c, future = by_case[case]
+    assert_words(error_line(future.result(), c.argv[0]), c.words)
+    assert not (root / "out" / case).exists(), "partial output left behind"
+
+
+def assert_root_and_model_unchanged(tiny_model: Path, outcomes) -> None:
+    """After every case of `root_cases` outcomes: `root` and the shared tiny model byte for byte as before."""
+    root, before, by_case = outcomes
+    for _, future in by_case.values():
+        future.result()
+    assert snapshot(root) == before
+    assert snapshot(tiny_model) == json.loads((tiny_model.parent / "snapshot.json").read_text())
+
+
 @pytest.fixture(scope="module")
 def outcomes(request, tiny_model, tmp_path_factory):
     """{case id: (Case, snapshots before, Future of the CompletedProcess)} for the cases selected in this

@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import json
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 from test_bad_input import (
-    assert_words,
-    cli,
+    assert_refused_in_root,
+    assert_root_and_model_unchanged,
     cli_env,
-    error_line,
     local_data,
     qa,
+    root_cases,
     selected_cases,
-    snapshot,
     tiny_model,  # noqa: F401  (fixture)
     unlearn_args,
     write_tofu_dir,
@@ -176,29 +174,15 @@ def outcomes(request, tiny_model, tmp_path_factory):  # noqa: F811
     cases = _cases(tiny_model, root)
     assert sorted(cases) == sorted(CASE_IDS)
     selected = selected_cases(request)
-    before = snapshot(root)
-    pool = ThreadPoolExecutor(max_workers=2)
-    futures = {
-        name: pool.submit(cli, *cases[name].argv, cwd=root, env=cli_env(**(cases[name].env or {}))) for name in selected
-    }
-    yield root, before, {name: (cases[name], futures[name]) for name in selected}
-    pool.shutdown(cancel_futures=True)
+    yield from root_cases(root, cases, selected, lambda c: cli_env(**(c.env or {})))
 
 
 @pytest.mark.parametrize("case", CASE_IDS)
 def test_refused_in_one_line_before_anything_is_written(case, outcomes):
-    root, _, by_case = outcomes
-    c, future = by_case[case]
-    line = error_line(future.result(), c.argv[0])
-    assert_words(line, c.words)
-    assert not (root / "out" / case).exists(), "partial output left behind"
+    assert_refused_in_root(case, outcomes)
 
 
 def test_inputs_unchanged_and_no_remote_code_ran(tiny_model, outcomes):  # noqa: F811
     """Every file the cases read (and the tiny model) is byte for byte as before; the payload never ran."""
-    root, before, by_case = outcomes
-    for _, future in by_case.values():
-        future.result()
-    assert not list(root.glob("*.RAN")), "model code from a model directory ran"
-    assert snapshot(root) == before
-    assert snapshot(tiny_model) == json.loads((tiny_model.parent / "snapshot.json").read_text())
+    assert_root_and_model_unchanged(tiny_model, outcomes)  # waits for every case first
+    assert not list(outcomes[0].glob("*.RAN")), "model code from a model directory ran"
