@@ -1,5 +1,6 @@
 """Group-wise RTN quantization (dsunlearn/models/quantize.py) against hand-worked groups and an independent
-float64 implementation written here from the formulas (plain Python floats, one group at a time)."""
+float64 implementation written from the formulas (`helpers/rtn_reference.py`: plain Python floats, one group at a
+time)."""
 
 from __future__ import annotations
 
@@ -10,42 +11,9 @@ import torch
 
 from dsunlearn.models.quantize import fake_quantize, quantize_model, quantize_weight
 from helpers.arch_models import build
+from helpers.rtn_reference import ref_weight
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def ref_group(values: list[float], bits: int, symmetric: bool) -> tuple[list[int], float, int, list[float]]:
-    """(codes, scale, zero, w_hat) of one group, in Python floats (float64), from the formulas."""
-    if symmetric:
-        qmax = 2 ** (bits - 1) - 1
-        s = max(abs(v) for v in values) / qmax
-        s = s if s > 0 else 1.0
-        codes = [int(min(max(round(v / s), -qmax), qmax)) for v in values]
-        return codes, s, 0, [c * s for c in codes]
-    levels = 2**bits - 1
-    lo, hi = min(min(values), 0.0), max(max(values), 0.0)
-    s = (hi - lo) / levels
-    s = s if s > 0 else 1.0
-    z = round(-lo / s)
-    codes = [int(min(max(round(v / s) + z, 0), levels)) for v in values]
-    return codes, s, z, [(c - z) * s for c in codes]
-
-
-def ref_weight(w: torch.Tensor, bits: int, g: int, symmetric: bool):
-    """(codes per row and group, scales, w_hat [out, in] float64) by looping over rows and groups."""
-    rows = w.double().tolist()
-    codes, scales, w_hat = [], [], []
-    for row in rows:
-        rc, rs, rw = [], [], []
-        for start in range(0, len(row), g):
-            c, s, _, wh = ref_group(row[start : start + g], bits, symmetric)
-            rc.append(c)
-            rs.append(s)
-            rw += wh
-        codes.append(rc)
-        scales.append(rs)
-        w_hat.append(rw)
-    return codes, scales, torch.tensor(w_hat, dtype=torch.float64)
 
 
 def test_hand_worked_symmetric_int4():
