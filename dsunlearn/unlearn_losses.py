@@ -83,6 +83,12 @@ def _denominator(params: dict, terms: LossTerms, count: float, n_micro_global: i
     return max(count, 1.0)
 
 
+def _scaled(terms: LossTerms, params: dict, coef: float, count: float, n_micro_global: int, loss_mean: str):
+    """(what a closure back-propagates: loss_sum x coef x world / `_denominator`, its record `_stats`)."""
+    d = _denominator(params, terms, count, n_micro_global, loss_mean)
+    return terms.loss_sum * (coef * dist.world_size() / d), _stats(terms.loss_sum, terms.metrics, d)
+
+
 def _pair_terms(spec: ObjectiveSpec, params: dict, mb: MicroBatch, logp, mask, ref) -> LossTerms:
     """A pair objective on a paired micro-batch: rows [0, B/2) of `logp, mask, ref` ([B, T']) are the forget
     answers, rows [B/2, B) their alternates, passed as ``fn(logp, mask, ref, alt_logp, alt_mask, alt_ref)``."""
@@ -130,8 +136,7 @@ def objective_loss(
                 terms = _pair_terms(spec, params, mb, logp, mask, ref)
             else:
                 terms = spec.fn(logp, mask, ref, **params)
-        d = _denominator(params, terms, count, n_micro_global, loss_mean)
-        return terms.loss_sum * (coef * dist.world_size() / d), _stats(terms.loss_sum, terms.metrics, d)
+        return _scaled(terms, params, coef, count, n_micro_global, loss_mean)
 
     return fn
 
@@ -143,8 +148,7 @@ def nll_loss(coef: float, count: float, n_micro_global: int = 1, loss_mean: str 
     def fn(mb: MicroBatch, logits: torch.Tensor):
         logp, mask = token_logprobs(logits, mb.labels)
         terms = nll(logp, mask)
-        d = _denominator({}, terms, count, n_micro_global, loss_mean)
-        return terms.loss_sum * (coef * dist.world_size() / d), _stats(terms.loss_sum, None, d)
+        return _scaled(terms, {}, coef, count, n_micro_global, loss_mean)
 
     return fn
 
@@ -175,8 +179,7 @@ def regularizer_loss(
             terms = spec.fn(h, hidden.reference(mb.input_ids, mb.attention_mask), mb.labels, **params)
         else:
             terms = spec.fn(logits, ref_logits(mb.input_ids, mb.attention_mask), mb.labels, **params)
-        d = _denominator(params, terms, count, n_micro_global, loss_mean)
-        return terms.loss_sum * (coef * dist.world_size() / d), _stats(terms.loss_sum, terms.metrics, d)
+        return _scaled(terms, params, coef, count, n_micro_global, loss_mean)
 
     return fn
 
